@@ -1,0 +1,52 @@
+# Two commands: `make demo` runs the main job on data_samples/, `make test` runs the tests.
+# Both create or reuse .venv, install torch first (the CPU wheel here; any torch already present is kept),
+# then the package with its dev extras. Re-running is cheap: the install is skipped while setup files are unchanged.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_VERSION ?= 2.13.0
+STAMP := $(VENV)/.hqg-installed
+DEMO_OUT ?= runs/demo
+
+.PHONY: all install demo test export clean-nbs check-sync samples bench
+
+all: test
+
+$(STAMP): settings.ini setup.py
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q -U pip
+	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==$(TORCH_VERSION)
+	@$(BIN)/python -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/hqg demo --out $(DEMO_OUT)
+
+# The library must equal what nbdev_export makes of the notebooks, and the notebooks must be clean.
+# We compare with a copy taken before exporting/cleaning, so this works in a dirty work tree too
+# (in CI's clean clone it is the same as `git diff --exit-code`).
+check-sync: $(STAMP)
+	@tmp=$$(mktemp -d) && cp -r hqg nbs $$tmp/ && \
+	$(BIN)/nbdev_export && \
+	if ! diff -r -q -x __pycache__ $$tmp/hqg hqg; then \
+	  echo "hqg/ was out of sync with nbs/: nbdev_export changed it (review and commit)"; rm -rf $$tmp; exit 1; fi && \
+	$(BIN)/nbdev_clean && \
+	if ! diff -r -q -x .ipynb_checkpoints $$tmp/nbs nbs; then \
+	  echo "nbs/ was not clean: nbdev_clean changed it (review and commit)"; rm -rf $$tmp; exit 1; fi; \
+	rm -rf $$tmp; echo "notebooks exported and clean"
+
+test: check-sync
+	$(BIN)/nbdev_test --n_workers 2
+	$(BIN)/python -m pytest -q -m "not slow and not gpu"
+
+export: $(STAMP)
+	$(BIN)/nbdev_export && $(BIN)/nbdev_clean
+
+samples: $(STAMP)
+	$(BIN)/hqg samples --out data_samples
+
+bench: $(STAMP)
+	$(BIN)/hqg bench wavelets

@@ -1,0 +1,32 @@
+"""Authoring aid: edit a notebook as a percent-format script and write it back.
+
+The notebooks in nbs/ stay the source of truth; the .py files are scratch copies (keep them out of git).
+
+    python tools/nbpy.py to-py nbs/02_wavelets.ipynb /tmp/02_wavelets.py   # notebook -> script
+    python tools/nbpy.py to-nb /tmp/02_wavelets.py nbs/02_wavelets.ipynb   # script -> notebook (+ nbdev_clean)
+
+Cell tags survive (`# %% tags=["parameters"]`); outputs of the old notebook are dropped.
+"""
+import sys, subprocess, os
+import jupytext
+
+KERNEL = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+          "language_info": {"name": "python"}}
+
+def to_py(src, dst):
+    nb = jupytext.read(src)
+    jupytext.write(nb, dst, fmt="py:percent")
+
+def to_nb(src, dst):
+    nb = jupytext.read(src, fmt="py:percent")
+    nb.metadata = dict(KERNEL)
+    for c in nb.cells:
+        c.metadata = {k: v for k, v in c.metadata.items() if k == "tags"}
+    jupytext.write(nb, dst, fmt="ipynb")
+    nbdev_clean = os.path.join(os.path.dirname(sys.executable), "nbdev_clean")
+    subprocess.run([nbdev_clean, "--fname", dst], check=True)
+
+if __name__ == "__main__":
+    if len(sys.argv) != 4 or sys.argv[1] not in ("to-py", "to-nb"):
+        sys.exit(__doc__)
+    {"to-py": to_py, "to-nb": to_nb}[sys.argv[1]](sys.argv[2], sys.argv[3])
