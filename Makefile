@@ -39,7 +39,7 @@ check-sync: $(STAMP)
 	rm -rf $$tmp; echo "notebooks exported and clean"
 
 test: check-sync
-	$(BIN)/nbdev_test --n_workers 2
+	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2
 	$(BIN)/python -m pytest -q -m "not slow and not gpu"
 
 export: $(STAMP)

@@ -7,7 +7,7 @@ The notebooks in nbs/ stay the source of truth; the .py files are scratch copies
 
 Cell tags survive (`# %% tags=["parameters"]`); outputs of the old notebook are dropped.
 """
-import sys, subprocess, os
+import hashlib, os, subprocess, sys
 import jupytext
 
 KERNEL = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
@@ -20,8 +20,13 @@ def to_py(src, dst):
 def to_nb(src, dst):
     nb = jupytext.read(src, fmt="py:percent")
     nb.metadata = dict(KERNEL)
+    seen = set()
     for c in nb.cells:
         c.metadata = {k: v for k, v in c.metadata.items() if k == "tags"}
+        # stable ids (from the cell's text), so re-converting does not churn the exported modules
+        cid = hashlib.sha1(c.source.encode()).hexdigest()[:8]
+        while cid in seen: cid = hashlib.sha1(cid.encode()).hexdigest()[:8]
+        seen.add(cid); c.id = cid
     jupytext.write(nb, dst, fmt="ipynb")
     nbdev_clean = os.path.join(os.path.dirname(sys.executable), "nbdev_clean")
     subprocess.run([nbdev_clean, "--fname", dst], check=True)
