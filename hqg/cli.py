@@ -9,7 +9,7 @@ from pathlib import Path
 import hqg
 
 # %% auto #0
-__all__ = ['new_run_dir', 'demo_foundation', 'build_parser', 'main']
+__all__ = ['BENCH_IMAGE_SIZE', 'new_run_dir', 'demo_foundation', 'build_parser', 'main']
 
 # %% ../nbs/14_cli.ipynb #83a50db0
 def _git_sha() -> str:
@@ -68,16 +68,24 @@ def demo_foundation(data: str | Path = "data_samples", # the shipped samples fol
     print("\n".join(lines))
     return run
 
-# %% ../nbs/14_cli.ipynb #11e4f95c
+# %% ../nbs/14_cli.ipynb #956c8adc
 def _cmd_samples(a):
     from hqg.samples import make_samples
     counts = make_samples(a.out, sets=tuple(a.sets), seed=a.seed)
     for k, v in counts.items(): print(f"{a.out}/{k}: {v} files")
 
+BENCH_IMAGE_SIZE = {"tiny": 128, "paper": 384}  # the sizes each preset is meant for
+
 def _cmd_bench(a):
     if a.what == "wavelets":
         from hqg.wavelets import bench_wavelets
-        bench_wavelets(batch=a.batch, channels=3, size=a.size, wavelet=a.wavelet, level=a.level, repeats=a.repeats)
+        bench_wavelets(batch=a.batch or 8, channels=3, size=a.image_size or 384, wavelet=a.wavelet, level=a.level,
+                       repeats=a.repeats)
+    elif a.what == "generator":
+        from hqg.networks import bench_generator
+        for size in a.sizes:
+            bench_generator(size, batch=a.batch or (4 if size == "tiny" else 1),
+                            image_size=a.image_size or BENCH_IMAGE_SIZE[size], device=a.device, repeats=a.repeats)
 
 def _cmd_demo(a):
     run = demo_foundation(a.data, a.out, seed=a.seed)
@@ -92,11 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="data_samples"); s.add_argument("--seed", type=int, default=0)
     s.add_argument("--sets", nargs="+", default=["fundus", "vessels", "ccm"], choices=["fundus", "vessels", "ccm"])
     s.set_defaults(func=_cmd_samples)
-    b = sub.add_parser("bench", help="print speed figures (wavelets: hqg vs PyWavelets)")
-    b.add_argument("what", choices=["wavelets"])
-    b.add_argument("--batch", type=int, default=8); b.add_argument("--size", type=int, default=384)
+    b = sub.add_parser("bench", help="print speed figures: wavelets (hqg vs PyWavelets), generator (tiny/paper)")
+    b.add_argument("what", choices=["wavelets", "generator"])
+    b.add_argument("--batch", type=int, default=None, help="batch size (wavelets: 8; generator: 4 tiny, 1 paper)")
+    b.add_argument("--image-size", type=int, default=None, help="square image side (wavelets: 384; tiny 128, paper 384)")
     b.add_argument("--wavelet", default="db2"); b.add_argument("--level", type=int, default=3)
-    b.add_argument("--repeats", type=int, default=7)
+    b.add_argument("--sizes", nargs="+", default=["tiny", "paper"], choices=["tiny", "paper"])
+    b.add_argument("--device", default="auto", help="generator: auto (CUDA when present), cpu, cuda")
+    b.add_argument("--repeats", type=int, default=5)
     b.set_defaults(func=_cmd_bench)
     d = sub.add_parser("demo", help="foundation demo on data_samples: read, degrade, wavelet view, figures")
     d.add_argument("--data", default="data_samples"); d.add_argument("--out", default="runs/demo")
