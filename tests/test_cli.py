@@ -60,3 +60,72 @@ def test_bench_generator_prints_params_and_times(capsys):
                  "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "tiny" in out and "M params" in out and "ms" in out
+
+
+@pytest.fixture
+def tiny_ckpt(tmp_path):
+    import torch
+    from hqg.networks import HQGNet
+    torch.manual_seed(0)
+    net = HQGNet(3, "tiny")
+    net.set_default_guidance(torch.rand(2, 3, 32, 32))
+    return net.save_checkpoint(tmp_path / "model.pt")
+
+
+def _mixed_folder(d):
+    import torch
+    from hqg.io import write_image
+    write_image(d / "rgb8.png", torch.rand(3, 24, 30))
+    write_image(d / "rgb16.tif", torch.rand(3, 21, 19), bits=16)
+    write_image(d / "gray8.png", torch.rand(1, 16, 16))
+    write_image(d / "gray16.png", torch.rand(1, 18, 22), bits=16)
+    write_image(d / "photo.jpg", torch.rand(3, 16, 16))
+    (d / "broken.tif").write_bytes(b"II*\x00garbage")
+
+
+def test_enhance_keeps_names_formats_bits_and_reports_corrupt(tmp_path, tiny_ckpt, capsys):
+    from hqg.io import image_info
+    src = tmp_path / "in"; _mixed_folder(src)
+    rc = main(["enhance", "--checkpoint", str(tiny_ckpt), "--input", str(src), "--output", str(tmp_path / "out"),
+               "--device", "cpu"])
+    cap = capsys.readouterr()
+    assert rc == 1 and "broken.tif" in cap.err and "enhanced 5 image(s)" in cap.out
+    for name in ("rgb8.png", "rgb16.tif", "gray8.png", "gray16.png", "photo.jpg"):
+        a, b = image_info(src / name), image_info(tmp_path / "out" / name)
+        assert (a.format, a.bits, a.channels, a.height, a.width) == (b.format, b.bits, b.channels, b.height, b.width), name
+    assert not (tmp_path / "out" / "broken.tif").exists()
+
+
+def test_enhance_guidance_changes_output_and_fov_border_stays_dark(tmp_path, tiny_ckpt):
+    import torch
+    from hqg.io import write_image, read_image
+    from hqg.degrade import synth_vessels
+    img, _ = synth_vessels(64, seed=3)              # whole field of view with a black border
+    write_image(tmp_path / "in" / "eye.png", img)
+    write_image(tmp_path / "g1.png", torch.rand(3, 32, 32))
+    write_image(tmp_path / "g2" / "x.png", torch.full((3, 32, 32), 0.8))
+    outs = {}
+    for tag, extra in (("default", []), ("g1", ["--guidance", str(tmp_path / "g1.png")]),
+                       ("g2", ["--guidance", str(tmp_path / "g2")])):
+        assert main(["enhance", "--checkpoint", str(tiny_ckpt), "--input", str(tmp_path / "in"),
+                     "--output", str(tmp_path / tag), "--device", "cpu"] + extra) == 0
+        outs[tag] = read_image(tmp_path / tag / "eye.png")
+    assert (outs["g1"] - outs["g2"]).abs().max() > 1 / 255          # guidance matters
+    corner = (slice(None), slice(0, 4), slice(0, 4))
+    assert outs["g1"][corner].max() <= img[corner].max() + 1 / 255    # border copied from the input
+
+
+@pytest.mark.parametrize("what", ["missing", "foreign", "same-folder", "no-input"])
+def test_enhance_bad_input_is_one_line(tmp_path, tiny_ckpt, capsys, what):
+    import torch
+    from hqg.io import write_image
+    write_image(tmp_path / "in" / "a.png", torch.rand(3, 16, 16))
+    ckpt, inp, out, needle = str(tiny_ckpt), str(tmp_path / "in"), str(tmp_path / "out"), None
+    if what == "missing": ckpt = needle = str(tmp_path / "nope.pt")
+    if what == "foreign":
+        torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt"); ckpt = needle = str(tmp_path / "foreign.pt")
+    if what == "same-folder": out, needle = inp, "output folder is an input folder"
+    if what == "no-input": inp = needle = str(tmp_path / "nothing")
+    assert main(["enhance", "--checkpoint", ckpt, "--input", inp, "--output", out, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hqg: error: ") and needle in err and err.count("\n") == 1
