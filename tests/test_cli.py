@@ -13,23 +13,23 @@ HQG = Path(sys.executable).with_name("hqg")
 def test_console_script_help_lists_commands():
     r = subprocess.run([str(HQG), "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0
-    for cmd in ("samples", "bench", "demo"):
+    for cmd in ("train", "enhance", "run", "sweep", "demo", "samples", "bench"):
         assert cmd in r.stdout
 
 
-def test_demo_writes_figures_and_table(tmp_path, capsys):
-    assert main(["demo", "--data", str(ROOT / "data_samples"), "--out", str(tmp_path)]) == 0
-    (run,) = list(tmp_path.iterdir())
-    assert (run / "demo.png").stat().st_size > 10_000
-    rows = json.loads((run / "wavelet_energy.json").read_text())
-    assert len(rows) == 4 * 3 and {r["level"] for r in rows} == {1, 2, 3}
-    # the fundus degradation removes fine detail on the crops with vessels: level-1 energy drops
-    crop = [r for r in rows if r["image"] == "test_01_crop.png" and r["level"] == 1][0]
-    assert crop["detail_energy_degraded"] < crop["detail_energy_clean"]
-    assert "foundation demo written to" in capsys.readouterr().out
-    # a second run never overwrites the first
-    assert main(["demo", "--data", str(ROOT / "data_samples"), "--out", str(tmp_path)]) == 0
-    assert len(list(tmp_path.iterdir())) == 2
+def test_demo_smoke_trains_through_papermill_enhances_and_scores(tmp_path):
+    from hqg.cli import demo
+    run = demo(ROOT / "data_samples", tmp_path, max_steps=2, device="cpu",
+               overrides={"train.pretrain_guidance_steps": 1, "data.size": 32, "data.batch_size": 2})
+    assert (run / "20_train_hqg.ipynb").is_file() and (run / "checkpoints" / "last.pt").is_file()
+    assert sorted(p.name for p in (run / "enhanced").iterdir()) == sorted(
+        p.name for p in (ROOT / "data_samples/fundus/test/lq").iterdir())
+    res = json.loads((run / "results.json").read_text())
+    assert res["max_steps"] == 2 and len(res["rows"]) == 4
+    for r in res["rows"]:
+        assert 5 < r["psnr_lq"] < 40 and 0 < r["ssim_lq"] < 1 and 0 < r["ssim_enh"] < 1
+    assert "| **mean** |" in (run / "results.md").read_text()
+    assert (run / "grid.png").stat().st_size > 20_000
 
 
 @pytest.mark.parametrize("argv, needle", [
@@ -129,3 +129,34 @@ def test_enhance_bad_input_is_one_line(tmp_path, tiny_ckpt, capsys, what):
     assert main(["enhance", "--checkpoint", ckpt, "--input", inp, "--output", out, "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("hqg: error: ") and needle in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("case", ["missing-data", "empty-data", "unknown-key", "unknown-preset", "resume-nothing"])
+def test_train_bad_input_is_one_line(tmp_path, capsys, case):
+    (tmp_path / "empty").mkdir()
+    argv = {"missing-data": ["--data", str(tmp_path / "nope")],
+            "empty-data": ["--data", str(tmp_path / "empty")],
+            "unknown-key": ["--data", str(ROOT / "data_samples/fundus"), "--set", "loss.lambda_wavlet=1"],
+            "unknown-preset": ["--config", "tinyy", "--data", str(ROOT / "data_samples/fundus")],
+            "resume-nothing": ["--resume"]}[case]
+    needle = {"missing-data": "nope", "empty-data": "empty", "unknown-key": "lambda_wavlet",
+              "unknown-preset": "tinyy", "resume-nothing": str(tmp_path / "runs")}[case]
+    assert main(["train", "--out", str(tmp_path / "runs"), "--device", "cpu"] + argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hqg: error: ") and needle in err and err.count("\n") == 1, err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # no half-made run folder
+
+
+def test_run_failing_notebook_exits_nonzero_and_keeps_the_error(tmp_path, capsys):
+    import nbformat
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("raise ValueError(f'bad x={x}')")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "fail.ipynb")
+    rc = main(["run", str(tmp_path / "fail.ipynb"), "-p", "x", "7", "--out", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith("hqg: error: ") and err.count("\n") == 1
+    (executed,) = (tmp_path / "runs").rglob("fail.ipynb")
+    text = executed.read_text()
+    assert "bad x=7" in text and "x = 7" in text
