@@ -61,18 +61,19 @@ def gan_loss_g(fake_logits: torch.Tensor | Sequence[torch.Tensor], # D logits on
         return -f.mean()
     return sum(one(f) for f in fake) / len(fake)
 
-# %% ../nbs/07_losses.ipynb #846b302c
+# %% ../nbs/07_losses.ipynb #ee41b802
 def r1_penalty(real_logits: torch.Tensor | Sequence[torch.Tensor], # D(real_images), any shape
                real_images: torch.Tensor, # (B,C,H,W) real HQ images with requires_grad=True
               ) -> torch.Tensor:
-    "R1 penalty: batch mean of the squared gradient norm of sum(real_logits) w.r.t. real_images."
+    "R1 penalty: batch mean of the squared gradient norm of each image's (patch-mean) logit w.r.t. real_images."
     if not isinstance(real_images, torch.Tensor) or not real_images.requires_grad:
         raise ValueError("real_images: expected a tensor with requires_grad=True; call "
                          "real_images.requires_grad_(True) before running D on it")
     logits = _logit_list(real_logits, "real_logits")
     if not all(t.requires_grad for t in logits):
         raise ValueError("real_logits: expected logits computed from real_images (no autograd graph found)")
-    (grad,) = torch.autograd.grad(sum(t.sum() for t in logits), real_images, create_graph=True)
+    per_image = sum(t.flatten(1).mean(1) if t.ndim > 1 else t for t in logits) / len(logits)  # patch mean
+    (grad,) = torch.autograd.grad(per_image.sum(), real_images, create_graph=True)
     return grad.pow(2).flatten(1).sum(1).mean()
 
 # %% ../nbs/07_losses.ipynb #df1b1a4d

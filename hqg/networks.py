@@ -228,7 +228,7 @@ class _UpStage(nn.Module):
         x = F.leaky_relu(self.up(F.interpolate(x, scale_factor=2.0, mode="nearest")), 0.2)
         return F.leaky_relu(self.fuse(torch.cat([x, skip], 1)), 0.2)
 
-# %% ../nbs/06_networks.ipynb #9cd4a49a
+# %% ../nbs/06_networks.ipynb #3e0960f3
 class Generator(nn.Module):
     "Enhancement network G(y, z): U-Net with a residual encoder, LQ code v_y, VNM-conditioned decoder, sigmoid head."
     def __init__(self, in_channels: int = 3, # image channels (1 or 3), in and out
@@ -245,6 +245,7 @@ class Generator(nn.Module):
                  n_vnm: int = 4, # number of VNM blocks in the decoder
                  vnm_placement: str = "decoder", # "decoder" (one per upsampling stage) or "bottleneck"
                  conditioning: str = "vnm", # "vnm", "deterministic" (ablation) or "adain" (official-style)
+                 residual: bool = True, # head adds a correction to the input's logit (near-identity start)
                 ):
         super().__init__()
         if conditioning not in ("vnm", "deterministic", "adain"):
@@ -268,6 +269,9 @@ class Generator(nn.Module):
                                    for lv, n in zip(levels, counts)])
         self.up = nn.ModuleList([_UpStage(w[lv], w[lv - 1], w[lv - 1]) for lv in levels[:-1]])
         self.head = nn.Conv2d(w[0], in_channels, 1)
+        self.residual = residual
+        if residual:  # small head: the untrained generator is close to the identity map
+            with torch.no_grad(): self.head.weight.mul_(0.1); self.head.bias.zero_()
 
     @property
     def multiple(self) -> int: return 2 ** self.depth
@@ -282,8 +286,11 @@ class Generator(nn.Module):
         return feats, self.to_code(torch.cat([mean, (var + 1e-5).sqrt()], 1))
 
     def decode(self, feats: list[torch.Tensor], v_y: torch.Tensor | None, v_z: torch.Tensor,
-               temperature: float = 1.0, generator: torch.Generator | None = None) -> GenOutput:
+               temperature: float = 1.0, generator: torch.Generator | None = None,
+               x_pad: torch.Tensor | None = None, # the padded input (needed when `residual`)
+              ) -> GenOutput:
         "Feature maps + codes -> GenOutput on the padded size."
+        if self.residual and x_pad is None: raise ValueError("x_pad: the residual head needs the padded input")
         if self.vnm is None:
             if v_z.ndim != 2 or v_z.shape[1] != self.code_hq or v_z.shape[0] not in (1, feats[0].shape[0]):
                 raise ValueError(f"v_z: expected a (B or 1,{self.code_hq}) code, got {tuple(v_z.shape)}")
@@ -293,7 +300,9 @@ class Generator(nn.Module):
         for s, blocks in enumerate(self.cond):
             if s > 0: h = self.up[s - 1](h, feats[self.depth - s])
             for blk in blocks: h = blk(h, w)
-        return GenOutput(torch.sigmoid(self.head(h)), kl)
+        out = self.head(h)
+        if self.residual: out = out + torch.logit(x_pad.clamp(1e-3, 1 - 1e-3))
+        return GenOutput(torch.sigmoid(out), kl)
 
     def content_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         "The encoder's feature maps of a (B,C,H,W) image in [0,1] (padded size), for feature-level losses."
@@ -308,7 +317,7 @@ class Generator(nn.Module):
         check_image(x_lq, "x_lq", ndim=4, channels=(self.in_channels,))
         xp, size = _pad_input(x_lq, self.multiple)
         feats, v_y = self.encode(xp)
-        out = self.decode(feats, v_y, v_z, temperature, generator)
+        out = self.decode(feats, v_y, v_z, temperature, generator, xp)
         return GenOutput(crop_to(out.x_enh, size), out.kl)
 
 # %% ../nbs/06_networks.ipynb #23c1fac7
@@ -367,15 +376,15 @@ class Segmenter(nn.Module):
             h = dec(torch.cat([F.leaky_relu(up(F.interpolate(h, scale_factor=2.0, mode="nearest")), 0.2), skip], 1))
         return crop_to(self.out(h), size)
 
-# %% ../nbs/06_networks.ipynb #7090476a
+# %% ../nbs/06_networks.ipynb #cbf92453
 PRESETS = {
     "tiny": dict(gen_base=16, gen_depth=3, gen_max_width=128, gen_blocks=1, gen_bottleneck_blocks=1,
-                 gen_norm="instance", gen_n_vnm=4, gen_vnm_placement="decoder", code_lq=16, code_hq=64,
-                 latent=64, vnm_hidden=128, disc_base=16, disc_depth=3, disc_max_width=128, spectral_norm=False,
+                 gen_norm="instance", gen_n_vnm=4, gen_vnm_placement="decoder", gen_residual=True, code_lq=16,
+                 code_hq=64, latent=64, vnm_hidden=128, disc_base=16, disc_depth=3, disc_max_width=128, spectral_norm=False,
                  enc_base=16, enc_depth=4, enc_max_width=128, seg_base=16, seg_depth=3, seg_max_width=128),
     "paper": dict(gen_base=64, gen_depth=4, gen_max_width=512, gen_blocks=1, gen_bottleneck_blocks=2,
-                  gen_norm="instance", gen_n_vnm=4, gen_vnm_placement="decoder", code_lq=16, code_hq=64,
-                  latent=128, vnm_hidden=256, disc_base=64, disc_depth=5, disc_max_width=512, spectral_norm=False,
+                  gen_norm="instance", gen_n_vnm=4, gen_vnm_placement="decoder", gen_residual=True, code_lq=16,
+                  code_hq=64, latent=128, vnm_hidden=256, disc_base=64, disc_depth=5, disc_max_width=512, spectral_norm=False,
                   enc_base=64, enc_depth=6, enc_max_width=512, seg_base=32, seg_depth=4, seg_max_width=256),
 }
 VARIANTS = {"hqg": "vnm", "deterministic": "deterministic", "official": "adain", "hqg-official": "adain"}
@@ -385,7 +394,7 @@ def _make_generator(in_channels: int, c: dict) -> Generator:
     "The generator of a resolved config `c` (see `resolve_config`)."
     return Generator(in_channels, c["gen_base"], c["gen_depth"], c["gen_max_width"], c["gen_blocks"],
                      c["gen_bottleneck_blocks"], c["gen_norm"], c["code_lq"], c["code_hq"], c["latent"],
-                     c["vnm_hidden"], c["gen_n_vnm"], c["gen_vnm_placement"], c["gen_conditioning"])
+                     c["vnm_hidden"], c["gen_n_vnm"], c["gen_vnm_placement"], c["gen_conditioning"], c["gen_residual"])
 
 def resolve_config(size: str = "tiny", variant: str = "hqg", **overrides) -> dict:
     "The full network settings of a preset + variant with `overrides` applied (unknown keys raise ValueError)."
