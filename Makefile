@@ -9,7 +9,7 @@ TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.hqg-installed
 DEMO_OUT ?= runs/demo
 
-.PHONY: all install demo test export clean-nbs check-sync samples bench
+.PHONY: all install demo test export check-sync samples bench default-model
 
 all: test
 
@@ -50,3 +50,12 @@ samples: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/hqg bench wavelets
+	$(BIN)/hqg bench generator
+	$(BIN)/hqg bench training --sizes tiny
+	$(BIN)/hqg bench enhance
+
+# The shipped default model: the demo's training (tiny preset, seed 0, 800 steps) exported as float16.
+default-model: $(STAMP)
+	$(BIN)/hqg train --config tiny --data data_samples/fundus --out runs/default_model --max-steps 800 --device cpu
+	$(BIN)/hqg export --checkpoint "$$(ls -td runs/default_model/*/ | head -1)checkpoints/last.pt" \
+	  --out data_samples/models/fundus_tiny.pt --command-note "make default-model (tiny, seed 0, 800 steps)"

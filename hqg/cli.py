@@ -10,8 +10,8 @@ from pathlib import Path
 import hqg
 
 # %% auto #0
-__all__ = ['DEMO_STEPS', 'BENCH_IMAGE_SIZE', 'guidance_code', 'enhance_files', 'score_pairs', 'results_table', 'demo',
-           'build_parser', 'main']
+__all__ = ['DEFAULT_MODEL', 'DEMO_STEPS', 'BENCH_IMAGE_SIZE', 'guidance_code', 'enhance_files', 'export_model',
+           'default_checkpoint', 'score_pairs', 'results_table', 'demo', 'bench_enhance', 'build_parser', 'main']
 
 # %% ../nbs/14_cli.ipynb #fe4f0e26
 from .runs import new_run_dir
@@ -72,13 +72,38 @@ def enhance_files(net, # an HQGNet (e.g. `HQGNet.from_checkpoint(path)`)
         written.append(write_image(out / name, y, bits=bits))
     return written, failed
 
-# %% ../nbs/14_cli.ipynb #562b5741
-DEMO_STEPS = 1500  # about 8 minutes of training on 2 CPU cores: `make demo` stays under 15 minutes
+# %% ../nbs/14_cli.ipynb #364d3de4
+DEFAULT_MODEL = ("data_samples", "models", "fundus_tiny.pt")
 
 def _repo_file(*parts) -> Path:
     p = Path(hqg.__file__).resolve().parent.parent.joinpath(*parts)
-    if not p.exists(): raise FileNotFoundError(f"{p}: not found; `hqg demo` runs from a checkout of the hqg repository")
+    if not p.exists(): raise FileNotFoundError(f"{p}: not found; this needs a checkout of the hqg repository")
     return p
+
+def export_model(checkpoint: str | Path, # a training checkpoint (last.pt) or a model file
+                 out: str | Path, # the model file to write
+                 half: bool = True, # store floating-point weights as float16
+                 provenance: dict | None = None, # extra plain-data provenance (e.g. the command)
+                ) -> Path:
+    "Write the inference model of `checkpoint` (EMA generator, encoders, default guidance) small, with provenance."
+    from hqg.networks import HQGNet
+    from hqg.training import save_atomic
+    net = HQGNet.from_checkpoint(checkpoint)  # validates the file (clear errors)
+    ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    d = net.checkpoint_dict()
+    if half: d["model"] = {k: v.half() if v.is_floating_point() else v for k, v in d["model"].items()}
+    metrics = {k: v for k, v in (ck.get("metrics") or {}).items() if isinstance(v, (int, float))}
+    d["format"] = "hqg-model"
+    d["provenance"] = {"source": Path(checkpoint).name, "step": int(ck.get("step", 0)), "metrics": metrics,
+                       "seed": int((ck.get("config") or {}).get("train", {}).get("seed", 0)), **(provenance or {})}
+    return save_atomic(d, out)
+
+def default_checkpoint() -> Path:
+    "The shipped default model (`data_samples/models/fundus_tiny.pt` of the repository checkout)."
+    return _repo_file(*DEFAULT_MODEL)
+
+# %% ../nbs/14_cli.ipynb #c3472b69
+DEMO_STEPS = 800  # about 4 minutes of training on 2 CPU cores (validation PSNR peaked at 500-750 steps; see README)
 
 def score_pairs(lq_dir, enh_dir, gt_dir) -> list[dict]:
     "PSNR/SSIM (inside the ground truth's field of view) of each LQ and enhanced image against its ground truth."
@@ -147,7 +172,7 @@ def demo(data: str | Path = "data_samples", # the shipped samples (uses data/fun
     print(table)
     return run
 
-# %% ../nbs/14_cli.ipynb #030bdedc
+# %% ../nbs/14_cli.ipynb #710b1f3c
 def _cmd_samples(a):
     from hqg.samples import make_samples
     counts = make_samples(a.out, sets=tuple(a.sets), seed=a.seed)
@@ -155,11 +180,42 @@ def _cmd_samples(a):
 
 BENCH_IMAGE_SIZE = {"tiny": 128, "paper": 384}  # the sizes each preset is meant for
 
+def bench_enhance(checkpoint: str | Path | None = None, # model file (default: the shipped model, else an untrained tiny)
+                  image_size: int = 256, n: int = 8, device: str = "auto", repeats: int = 3, verbose: bool = True) -> dict:
+    "Images/s of `HQGNet.enhance` (one image at a time, as `hqg enhance` runs) on n random images."
+    import statistics
+    from hqg.networks import HQGNet
+    from hqg.core import get_device
+    dev = get_device(device)
+    try: net = HQGNet.from_checkpoint(checkpoint or default_checkpoint())
+    except FileNotFoundError: net = HQGNet(3, "tiny"); net.set_default_guidance(torch.rand(1, 3, 64, 64))
+    net = net.to(dev).eval(); xs = torch.rand(n, net.in_channels, image_size, image_size, device=dev)
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    net.enhance(xs[:1]); ts = []
+    for _ in range(repeats):
+        sync(); t0 = time.perf_counter()
+        for i in range(n): net.enhance(xs[i:i + 1])
+        sync(); ts.append(time.perf_counter() - t0)
+    res = dict(device=str(dev), image_size=image_size, n=n, images_per_s=n / statistics.median(ts))
+    if verbose: print(f"enhance on {dev}: {image_size}px images, {res['images_per_s']:.1f} images/s")
+    return res
+
 def _cmd_bench(a):
     if a.what == "wavelets":
         from hqg.wavelets import bench_wavelets
         bench_wavelets(batch=a.batch or 8, channels=3, size=a.image_size or 384, wavelet=a.wavelet, level=a.level,
                        repeats=a.repeats)
+    elif a.what == "training":
+        from hqg.training import bench_training
+        for size in a.sizes:
+            dev = "cpu" if size == "tiny" and a.device == "auto" else a.device
+            bench_training(size, batch=a.batch or 4, image_size=a.image_size or (64 if size == "tiny" else 384),
+                           steps=a.repeats, device=dev)
+            if size == "paper" and torch.cuda.is_available():
+                bench_training(size, batch=a.batch or 4, image_size=a.image_size or 384, steps=a.repeats,
+                               device="cuda", amp=True, channels_last=True)
+    elif a.what == "enhance":
+        bench_enhance(image_size=a.image_size or 256, n=a.batch or 8, device=a.device, repeats=a.repeats)
     elif a.what == "generator":
         from hqg.networks import bench_generator
         for size in a.sizes:
@@ -178,6 +234,11 @@ def _cmd_train(a):
     cfg = None if (a.resume and a.config is None) else load_config(a.config or "tiny", ups)
     run = train(cfg, a.out, max_steps=a.max_steps, resume=a.resume, device=a.device)
     print(f"run folder: {run}")
+
+def _cmd_export(a):
+    p = export_model(a.checkpoint, a.out, half=not a.float32,
+                     provenance={"command": a.command_note} if a.command_note else None)
+    print(f"model written to {p} ({p.stat().st_size / 2**20:.2f} MiB)")
 
 def _notebook_params(a) -> dict:
     import yaml
@@ -203,7 +264,7 @@ def _cmd_sweep(a):
 
 def _cmd_enhance(a):
     from hqg.networks import HQGNet
-    net = HQGNet.from_checkpoint(a.checkpoint)
+    net = HQGNet.from_checkpoint(a.checkpoint or default_checkpoint())
     written, failed = enhance_files(net, a.input, a.output, guidance=a.guidance, temperature=a.temperature,
                                     seed=a.seed, keep_fov={"auto": "auto", "on": True, "off": False}[a.keep_fov],
                                     device=a.device)
@@ -219,8 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="data_samples"); s.add_argument("--seed", type=int, default=0)
     s.add_argument("--sets", nargs="+", default=["fundus", "vessels", "ccm"], choices=["fundus", "vessels", "ccm"])
     s.set_defaults(func=_cmd_samples)
-    b = sub.add_parser("bench", help="print speed figures: wavelets (hqg vs PyWavelets), generator (tiny/paper)")
-    b.add_argument("what", choices=["wavelets", "generator"])
+    b = sub.add_parser("bench", help="print speed figures: wavelets (vs PyWavelets), generator, training, enhance")
+    b.add_argument("what", choices=["wavelets", "generator", "training", "enhance"])
     b.add_argument("--batch", type=int, default=None, help="batch size (wavelets: 8; generator: 4 tiny, 1 paper)")
     b.add_argument("--image-size", type=int, default=None, help="square image side (wavelets: 384; tiny 128, paper 384)")
     b.add_argument("--wavelet", default="db2"); b.add_argument("--level", type=int, default=3)
@@ -229,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=5)
     b.set_defaults(func=_cmd_bench)
     e = sub.add_parser("enhance", help="enhance an image or a folder with a trained checkpoint")
-    e.add_argument("--checkpoint", required=True, help="a .pt written by hqg (training last.pt or a model export)")
+    e.add_argument("--checkpoint", default=None,
+                   help="a .pt written by hqg (training last.pt or `hqg export`); default: the shipped fundus model")
     e.add_argument("--input", required=True, help="an image file or a folder of images")
     e.add_argument("--output", required=True, help="output folder (same file names, formats and bit depths)")
     e.add_argument("--guidance", default=None, help="HQ guidance image or folder (default: the checkpoint's code)")
@@ -239,6 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="copy the dark border of whole field-of-view images from the input (auto: when present)")
     e.add_argument("--device", default="auto")
     e.set_defaults(func=_cmd_enhance)
+    x = sub.add_parser("export", help="write a small inference model file (float16) from a training checkpoint")
+    x.add_argument("--checkpoint", required=True); x.add_argument("--out", required=True)
+    x.add_argument("--float32", action="store_true", help="keep float32 weights")
+    x.add_argument("--command-note", default=None, help="how the checkpoint was made (stored as provenance)")
+    x.set_defaults(func=_cmd_export)
     d = sub.add_parser("demo", help="the main job on data_samples/fundus: train (papermill), enhance, score, plot")
     d.add_argument("--data", default="data_samples"); d.add_argument("--out", default="runs/demo")
     d.add_argument("--max-steps", type=int, default=DEMO_STEPS); d.add_argument("--device", default="auto")

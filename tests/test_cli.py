@@ -160,3 +160,39 @@ def test_run_failing_notebook_exits_nonzero_and_keeps_the_error(tmp_path, capsys
     (executed,) = (tmp_path / "runs").rglob("fail.ipynb")
     text = executed.read_text()
     assert "bad x=7" in text and "x = 7" in text
+
+
+def test_bench_training_and_enhance_print_rates(capsys):
+    assert main(["bench", "training", "--sizes", "tiny", "--batch", "2", "--image-size", "32", "--repeats", "1"]) == 0
+    assert main(["bench", "enhance", "--batch", "2", "--image-size", "32", "--repeats", "1", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "steps/s" in out and "images/s" in out
+
+
+def test_train_resume_via_cli_is_bitwise_equal_to_a_straight_run(tmp_path):
+    import torch
+    smoke = ["--set", f"data.root={ROOT / 'data_samples/fundus'}", "data.size=32", "data.batch_size=2",
+             "train.pretrain_guidance_steps=0", "train.val_every=null", "train.sample_every=2"]
+    base = ["train", "--config", "tiny", "--device", "cpu"]
+    assert main(base + ["--out", str(tmp_path / "a"), "--max-steps", "2"] + smoke) == 0
+    assert main(["train", "--out", str(tmp_path / "a"), "--max-steps", "4", "--resume", "--device", "cpu"]) == 0
+    assert main(base + ["--out", str(tmp_path / "b"), "--max-steps", "4"] + smoke) == 0
+    (a,), (b,) = list((tmp_path / "a").iterdir()), list((tmp_path / "b").iterdir())
+    sa = torch.load(a / "checkpoints/last.pt", weights_only=True)
+    sb = torch.load(b / "checkpoints/last.pt", weights_only=True)
+    assert sa["step"] == sb["step"] == 4
+    for net in ("gen", "disc"):
+        for k, v in sa["train_state"][net].items():
+            assert torch.equal(v, sb["train_state"][net][k]), (net, k)
+
+
+def test_shipped_default_model_enhances_the_fundus_test_set(tmp_path, capsys):
+    """The model in data_samples/models improves PSNR and SSIM on the (held-out views of the) fundus test set."""
+    from hqg.cli import score_pairs
+    t = ROOT / "data_samples/fundus/test"
+    assert main(["enhance", "--input", str(t / "lq"), "--output", str(tmp_path), "--device", "cpu"]) == 0
+    rows = score_pairs(t / "lq", tmp_path, t / "gt")
+    mean = lambda k: sum(r[k] for r in rows) / len(rows)
+    assert mean("psnr_enh") > mean("psnr_lq") + 3 and mean("ssim_enh") > mean("ssim_lq")
+    prov = __import__("torch").load(ROOT / "data_samples/models/fundus_tiny.pt", weights_only=True)["provenance"]
+    assert prov["step"] == 800 and prov["seed"] == 0 and "make default-model" in prov["command"]
