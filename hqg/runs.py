@@ -157,7 +157,7 @@ class LossConfig(_Section):
     seg_w_dice: float = _f(1.0, min=0.0)
     seg_w_bce: float = _f(1.0, min=0.0)
 
-# %% ../nbs/13_runs.ipynb #18d0287e
+# %% ../nbs/13_runs.ipynb #3cd98d41
 @dataclass(frozen=True)
 class TrainConfig(_Section):
     "Optimisation, logging and device settings (→ `hqg.training.Trainer`)."
@@ -174,7 +174,7 @@ class TrainConfig(_Section):
     log_every: int = _f(10, min=1)
     sample_every: int = _f(200, min=1) # sample grid PNG every n steps
     ckpt_every: int = _f(500, min=1) # checkpoints/step_XXXXXX.pt every n steps (last.pt always)
-    val_every: int | None = _f(None, min=1) # PSNR/SSIM on the validation pairs every n steps (null: off)
+    val_every: int | None = _f(None, min=1) # PSNR/SSIM on the validation pairs every n steps (null: at the end only; data.val: false turns it off)
     device: str = _f("auto") # auto | cpu | cuda | cuda:1 | mps
     amp: bool = _f(False) # bf16 autocast on CUDA
     channels_last: bool = _f(False) # channels_last memory format on CUDA
