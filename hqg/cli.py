@@ -72,13 +72,10 @@ def enhance_files(net, # an HQGNet (e.g. `HQGNet.from_checkpoint(path)`)
         written.append(write_image(out / name, y, bits=bits))
     return written, failed
 
-# %% ../nbs/14_cli.ipynb #364d3de4
+# %% ../nbs/14_cli.ipynb #f41a0af6
 DEFAULT_MODEL = ("data_samples", "models", "fundus_tiny.pt")
 
-def _repo_file(*parts) -> Path:
-    p = Path(hqg.__file__).resolve().parent.parent.joinpath(*parts)
-    if not p.exists(): raise FileNotFoundError(f"{p}: not found; this needs a checkout of the hqg repository")
-    return p
+from .core import repo_file as _repo_file
 
 def export_model(checkpoint: str | Path, # a training checkpoint (last.pt) or a model file
                  out: str | Path, # the model file to write
