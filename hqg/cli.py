@@ -169,7 +169,7 @@ def demo(data: str | Path = "data_samples", # the shipped samples (uses data/fun
     print(table)
     return run
 
-# %% ../nbs/14_cli.ipynb #710b1f3c
+# %% ../nbs/14_cli.ipynb #1c8cdf59
 def _cmd_samples(a):
     from hqg.samples import make_samples
     counts = make_samples(a.out, sets=tuple(a.sets), seed=a.seed)
@@ -228,6 +228,9 @@ def _cmd_train(a):
     from hqg.runs import load_config, parse_overrides, train
     ups = parse_overrides(a.set or [])
     if a.data: ups["data.root"] = a.data
+    if a.resume and a.config is None and ups:
+        raise ValueError("--resume without --config continues with the run's stored config; to change data.root "
+                         "(or other allowed keys) on resume, also pass the run's --config")
     cfg = None if (a.resume and a.config is None) else load_config(a.config or "tiny", ups)
     run = train(cfg, a.out, max_steps=a.max_steps, resume=a.resume, device=a.device)
     print(f"run folder: {run}")

@@ -131,16 +131,19 @@ def test_enhance_bad_input_is_one_line(tmp_path, tiny_ckpt, capsys, what):
     assert err.startswith("hqg: error: ") and needle in err and err.count("\n") == 1
 
 
-@pytest.mark.parametrize("case", ["missing-data", "empty-data", "unknown-key", "unknown-preset", "resume-nothing"])
+@pytest.mark.parametrize("case", ["missing-data", "empty-data", "unknown-key", "unknown-preset", "resume-nothing",
+                                  "resume-data-no-config"])
 def test_train_bad_input_is_one_line(tmp_path, capsys, case):
     (tmp_path / "empty").mkdir()
     argv = {"missing-data": ["--data", str(tmp_path / "nope")],
             "empty-data": ["--data", str(tmp_path / "empty")],
             "unknown-key": ["--data", str(ROOT / "data_samples/fundus"), "--set", "loss.lambda_wavlet=1"],
             "unknown-preset": ["--config", "tinyy", "--data", str(ROOT / "data_samples/fundus")],
-            "resume-nothing": ["--resume"]}[case]
+            "resume-nothing": ["--resume"],
+            "resume-data-no-config": ["--resume", "--data", str(ROOT / "data_samples/fundus")]}[case]
     needle = {"missing-data": "nope", "empty-data": "empty", "unknown-key": "lambda_wavlet",
-              "unknown-preset": "tinyy", "resume-nothing": str(tmp_path / "runs")}[case]
+              "unknown-preset": "tinyy", "resume-nothing": str(tmp_path / "runs"),
+              "resume-data-no-config": "--config"}[case]
     assert main(["train", "--out", str(tmp_path / "runs"), "--device", "cpu"] + argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("hqg: error: ") and needle in err and err.count("\n") == 1, err
