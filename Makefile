@@ -9,7 +9,7 @@ TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.hqg-installed
 DEMO_OUT ?= runs/demo
 
-.PHONY: all install demo test export check-sync samples bench default-model
+.PHONY: all install demo test test-browser export check-sync samples bench default-model
 
 all: test
 
@@ -41,6 +41,12 @@ check-sync: $(STAMP)
 test: check-sync
 	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2
 	$(BIN)/python -m pytest -q -m "not slow and not gpu"
+
+# Real-browser test of the explorer: installs Debian chromium (apt-get, needs root/sudo) and playwright-core
+# (npm, into /tmp/hqg-browser) once, then runs the slow-marked test; screenshots go to pytest's tmp folder (printed).
+test-browser: $(STAMP)
+	bash tests/browser/setup.sh
+	$(BIN)/python -m pytest -q -s -m slow tests/test_browser.py
 
 export: $(STAMP)
 	$(BIN)/nbdev_export && $(BIN)/nbdev_clean
