@@ -59,6 +59,7 @@ bench: $(STAMP)
 	$(BIN)/hqg bench generator
 	$(BIN)/hqg bench training --sizes tiny
 	$(BIN)/hqg bench enhance
+	$(BIN)/hqg bench explorer
 
 # The shipped default model: the demo's training (tiny preset, seed 0, 800 steps) exported as float16.
 default-model: $(STAMP)

@@ -169,7 +169,7 @@ def demo(data: str | Path = "data_samples", # the shipped samples (uses data/fun
     print(table)
     return run
 
-# %% ../nbs/14_cli.ipynb #1c8cdf59
+# %% ../nbs/14_cli.ipynb #34c97648
 def _cmd_samples(a):
     from hqg.samples import make_samples
     counts = make_samples(a.out, sets=tuple(a.sets), seed=a.seed)
@@ -211,6 +211,9 @@ def _cmd_bench(a):
             if size == "paper" and torch.cuda.is_available():
                 bench_training(size, batch=a.batch or 4, image_size=a.image_size or 384, steps=a.repeats,
                                device="cuda", amp=True, channels_last=True)
+    elif a.what == "explorer":
+        from hqg.explorer import bench_explorer
+        bench_explorer(n=a.repeats)
     elif a.what == "enhance":
         bench_enhance(image_size=a.image_size or 256, n=a.batch or 8, device=a.device, repeats=a.repeats)
     elif a.what == "generator":
@@ -281,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sets", nargs="+", default=["fundus", "vessels", "ccm"], choices=["fundus", "vessels", "ccm"])
     s.set_defaults(func=_cmd_samples)
     b = sub.add_parser("bench", help="print speed figures: wavelets (vs PyWavelets), generator, training, enhance")
-    b.add_argument("what", choices=["wavelets", "generator", "training", "enhance"])
+    b.add_argument("what", choices=["wavelets", "generator", "training", "enhance", "explorer"])
     b.add_argument("--batch", type=int, default=None, help="batch size (wavelets: 8; generator: 4 tiny, 1 paper)")
     b.add_argument("--image-size", type=int, default=None, help="square image side (wavelets: 384; tiny 128, paper 384)")
     b.add_argument("--wavelet", default="db2"); b.add_argument("--level", type=int, default=3)
