@@ -19,8 +19,8 @@ from .io import read_image, list_images, ImageReadError
 __all__ = ['LAYOUTS', 'find_layout', 'image_list', 'match_masks', 'load_mask', 'random_view', 'seeded_generator',
            'UnpairedDataset', 'EpochSampler', 'collate_same_size', 'make_loader', 'set_loader_epoch', 'PairedTestSet']
 
-# %% ../nbs/04_data.ipynb #fdcef165
-LAYOUTS = ("hqg: root/lq (LQ) + root/hq (HQ) [+ root/masks]; split 'test': root/test/lq + root/test/hq [+ root/test/masks]",
+# %% ../nbs/04_data.ipynb #bb0b2658
+LAYOUTS = ("hqg: root/lq (LQ) + root/hq (HQ) [+ root/masks]; split 'test': root/test/lq + root/test/hq [+ root/test/masks] (paired evaluation: PairedTestSet reads root/test/lq + root/test/gt)",
            "cyclegan: root/trainA (LQ) + root/trainB (HQ) [+ root/trainA_masks]; split 'test': root/testA + root/testB [+ root/testA_masks]")
 
 def _folder_names(d: Path) -> list[str]:
