@@ -16,7 +16,7 @@ __all__ = ['DEFAULT_MODEL', 'DEMO_STEPS', 'BENCH_IMAGE_SIZE', 'guidance_code', '
 # %% ../nbs/14_cli.ipynb #fe4f0e26
 from .runs import new_run_dir
 
-# %% ../nbs/14_cli.ipynb #abe97be8
+# %% ../nbs/14_cli.ipynb #e7356e83
 def guidance_code(net, guidance: str | Path | None, device=None) -> torch.Tensor | None:
     "The guidance code for `guidance`: an image file, a folder of images (mean code), or None (default code)."
     from hqg.io import read_image, list_images
@@ -24,8 +24,8 @@ def guidance_code(net, guidance: str | Path | None, device=None) -> torch.Tensor
     g = Path(guidance)
     paths = list_images(g) if g.is_dir() else [g]
     if not paths: raise ValueError(f"{g}: no guidance images found")
-    codes = [net.encode_guidance(read_image(p, channels=net.in_channels)[None].to(device or net.device)) for p in paths]
-    return torch.cat(codes).mean(0, keepdim=True)
+    from hqg.networks import mean_guidance_code
+    return mean_guidance_code(net, [read_image(p, channels=net.in_channels)[None].to(device or net.device) for p in paths])
 
 def enhance_files(net, # an HQGNet (e.g. `HQGNet.from_checkpoint(path)`)
                   inputs: str | Path | list, # an image file, a folder, or a list of files

@@ -17,7 +17,8 @@ from .vnm import VariationalNorm, VNMBlock, AdaLIN
 # %% auto #0
 __all__ = ['PRESETS', 'VARIANTS', 'RELEASED_PARAMS', 'GuidanceEncoder', 'GuidanceDecoder', 'GuidanceAutoencoder', 'freeze',
            'unfreeze', 'pretrain_guidance_encoder', 'GenOutput', 'Generator', 'Discriminator', 'Segmenter',
-           'resolve_config', 'HQGNet', 'count_params', 'estimate_macs', 'model_summary', 'bench_generator']
+           'resolve_config', 'HQGNet', 'mean_guidance_code', 'count_params', 'estimate_macs', 'model_summary',
+           'bench_generator']
 
 # %% ../nbs/06_networks.ipynb #8cf6d8a9
 def _norm(kind: str, c: int) -> nn.Module:
@@ -458,9 +459,10 @@ def _method_of(cls):
         return f
     return deco
 
-# %% ../nbs/06_networks.ipynb #43d55aad
+# %% ../nbs/06_networks.ipynb #24bad152
 @torch.no_grad()
-def _mean_code(net: HQGNet, images) -> torch.Tensor:
+def mean_guidance_code(net: HQGNet, images) -> torch.Tensor:
+    "Mean guidance code (1, code_dim) of HQ images: a (N,C,H,W)/(C,H,W) tensor or a list of them (any sizes)."
     ims = [images] if isinstance(images, torch.Tensor) else list(images)
     if not ims: raise ValueError("images: expected at least one HQ image")
     codes = [net.encode_guidance(im) for im in ims]
@@ -479,7 +481,7 @@ def _set_default_guidance(self: HQGNet, images, # (N,C,H,W) / (C,H,W) tensor, or
                         ) -> torch.Tensor: # the stored (1, code_dim) code
     "Store the mean guidance code of `images` as the default for `enhance` (kept in the state dict)."
     was = self.training; self.eval()
-    try: code = _mean_code(self, images)
+    try: code = mean_guidance_code(self, images)
     finally: self.train(was)
     self.default_code.copy_(code)
     return self.default_code.clone()
