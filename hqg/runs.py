@@ -21,8 +21,8 @@ from .training import Trainer, load_checkpoint, find_last_checkpoint
 # %% auto #0
 __all__ = ['SECTIONS', 'TOP_KEYS', 'PRESETS', 'OVERLAYS', 'SWEEP_KEYS', 'DataConfig', 'ModelConfig', 'LossConfig', 'TrainConfig',
            'RunConfig', 'load_config', 'config_to_dict', 'config_to_yaml', 'save_config', 'parse_overrides', 'git_sha',
-           'new_run_dir', 'build', 'train', 'read_metrics', 'NotebookError', 'notebook_parameters', 'run_notebook',
-           'sweep']
+           'new_run_dir', 'build', 'fov_val_metrics', 'train', 'read_metrics', 'NotebookError', 'notebook_parameters',
+           'run_notebook', 'sweep']
 
 # %% ../nbs/13_runs.ipynb #9ff2a384
 def _f(default, *, choices=None, min=None):
@@ -457,7 +457,7 @@ def _last_checkpoint(run_dir, out) -> Path:
         raise FileNotFoundError(f"resume: no run under {out} has checkpoints/last.pt; start a run without resume first")
     return Path(last)
 
-# %% ../nbs/13_runs.ipynb #3292edc0
+# %% ../nbs/13_runs.ipynb #bcabe2c0
 def _pretrain_guidance(net: HQGNet, ds: UnpairedDataset, cfg: RunConfig) -> list[float]:
     dev = get_device(cfg.train.device)
     ae = GuidanceAutoencoder(net.enc_hq).to(dev)
@@ -489,11 +489,18 @@ def _shared_run_dir(out) -> Path:
     dist.broadcast_object_list(box, src=0)
     return Path(box[0])
 
+def fov_val_metrics() -> dict:
+    "Validation metrics of hqg runs: PSNR and SSIM (hqg.metrics) inside the ground truth's field of view."
+    from hqg.metrics import psnr, ssim
+    from hqg.degrade import estimate_fov
+    return {"psnr": lambda x, gt: psnr(x.clamp(0, 1), gt, mask=estimate_fov(gt)).mean(),
+            "ssim": lambda x, gt: ssim(x.clamp(0, 1), gt, mask=estimate_fov(gt)).mean()}
+
 def _trainer_kwargs(cfg: RunConfig) -> dict:
     kw = {f.name: getattr(cfg.train, f.name) for f in fields(TrainConfig) if f.name != "pretrain_guidance_steps"}
     return dict(kw, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers)
 
-# %% ../nbs/13_runs.ipynb #dc550cb5
+# %% ../nbs/13_runs.ipynb #13333a28
 def train(cfg: RunConfig | str | dict | None = "tiny", # config (anything load_config takes); None + resume: the stored one
           out: str | Path = "runs/train", # parent folder of the run folders
           *,
@@ -529,7 +536,7 @@ def _train(cfg, out, max_steps, resume, device, progress, run_dir) -> Path:
     if state is None and cfg.train.pretrain_guidance_steps: _pretrain_guidance(net, ds, cfg)
     kw = dict(_trainer_kwargs(cfg), **({"val_every": None} if val is None else {}))  # no pairs: no validation
     trainer = Trainer(net, loss, ds, run_dir=run, val_set=val, config=config_to_dict(cfg), progress=progress,
-                      enc_extra=enc_extra, **kw)
+                      enc_extra=enc_extra, val_metrics=fov_val_metrics(), **kw)
     if state is not None: trainer.load_state(state)
     trainer.fit()
     return run

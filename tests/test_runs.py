@@ -308,3 +308,14 @@ def test_train_under_torchrun_env_shares_one_run_folder(tmp_path):
     assert {(out / f"rank{r}.txt").read_text() for r in (0, 1)} == {str(runs[0])}
     assert (runs[0] / "config.yaml").is_file() and (runs[0] / "checkpoints" / "last.pt").is_file()
     assert read_metrics(runs[0])[-1]["step"] == 2
+
+
+def test_validation_uses_the_fov_masked_metrics_the_demo_reports(tmp_path):
+    from hqg.cli import score_pairs
+    cfg = load_config("tiny", dict(SMOKE, **{"train.val_every": 1, "train.log_every": 1}))
+    run = train(cfg, tmp_path, max_steps=1, progress=False)
+    last = read_metrics(run)[-1]
+    t = FUNDUS / "test"
+    rows = score_pairs(t / "lq", t / "lq", t / "gt")   # the LQ inputs scored as in `hqg demo`
+    assert abs(last["val_psnr_lq"] - sum(r["psnr_lq"] for r in rows) / len(rows)) < 1e-3
+    assert abs(last["val_ssim_lq"] - sum(r["ssim_lq"] for r in rows) / len(rows)) < 1e-4
