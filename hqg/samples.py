@@ -100,7 +100,7 @@ def make_fundus(out: Path, size: int = 192, seed: int = 0) -> list[dict]:
                     entries.append(_entry(p, out, source=src, synthetic=False, view=geo, role="ground truth"))
     return entries
 
-# %% ../nbs/04a_samples.ipynb #5647df57
+# %% ../nbs/04a_samples.ipynb #bab51ed1
 def make_synthetic(out: Path, kind: str = "vessels", size: int = 128, n_train: int = 8, n_test: int = 4,
                    seed: int = 0) -> list[dict]:
     "Write a synthetic set (`kind` = 'vessels' or 'nerves') with exact masks to `out`; return manifest entries."
@@ -112,9 +112,11 @@ def make_synthetic(out: Path, kind: str = "vessels", size: int = 128, n_train: i
     src = f"synthetic: hqg.degrade.synth_{kind}"
     base = seed * 10_000 + (0 if kind == "vessels" else 5_000)
     for i in range(n_train):  # HQ: clean images of seeds that LQ never uses
-        img, _ = gen(base + i)
+        img, mask = gen(base + i)
         p = write_image(out / "hq" / f"hq_{i:02d}.png", img)
         entries.append(_entry(p, out, source=src, synthetic=True, seed=base + i))
+        p = write_image(out / "hq_masks" / f"hq_{i:02d}.png", mask)  # for pre-training a segmenter on HQ (hqg.bilevel)
+        entries.append(_entry(p, out, source=src, synthetic=True, seed=base + i, role="exact mask of the HQ image"))
     for split, n, off in (("train", n_train, 100), ("test", n_test, 200)):
         for i in range(n):
             s = base + off + i

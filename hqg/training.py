@@ -174,7 +174,7 @@ def ssim_metric(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     "Mean SSIM (kornia.metrics.ssim, 11x11 Gaussian window) of images in [0,1]."
     return kornia.metrics.ssim(x.clamp(0, 1), y, 11).mean()
 
-# %% ../nbs/08_training.ipynb #2b48275e
+# %% ../nbs/08_training.ipynb #0ab3d9ac
 def _ddp_rank_world() -> tuple[int, int]:
     "(rank, world size) of an initialised torch.distributed process group, else (0, 1)."
     if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
@@ -182,6 +182,7 @@ def _ddp_rank_world() -> tuple[int, int]:
 
 class Trainer:
     "Adversarial training of an `HQGNet` with an `HQGLoss`: D step (+R1), G step, EMA, logs, samples, checkpoints, DDP."
+    runs_task_step = False # subclasses that train a segmenter (hqg.bilevel) set True and may take lambda_seg > 0
     def __init__(self, net: HQGNet, # the networks: gen, disc, enc_hq (frozen unless finetune_guidance)
                  loss: HQGLoss, # the generator objective (its gan_kind is used for D too)
                  dataset: Dataset, # items with "lq" and "hq" (B,C,H,W)-batchable images, e.g. UnpairedDataset
@@ -221,7 +222,7 @@ class Trainer:
         if not r1_gamma >= 0: raise ValueError(f"r1_gamma: expected a value >= 0, got {r1_gamma!r}")
         if not 0 <= ema_decay <= 1: raise ValueError(f"ema_decay: expected a value in [0, 1], got {ema_decay!r}")
         if val_every and val_set is None: raise ValueError("val_every: given without a val_set to validate on")
-        if getattr(loss, "weights", {}).get("seg"):
+        if getattr(loss, "weights", {}).get("seg") and not self.runs_task_step:
             raise ValueError(f"loss: lambda_seg={loss.weights['seg']} needs a segmenter step, which this GAN trainer "
                              "does not run; use lambda_seg=0 here (the bi-level trainer adds the task loss)")
         self.rank, self.world_size = _ddp_rank_world()
