@@ -20,9 +20,9 @@ from .training import Trainer, load_checkpoint, find_last_checkpoint
 
 # %% auto #0
 __all__ = ['SECTIONS', 'TOP_KEYS', 'PRESETS', 'OVERLAYS', 'SWEEP_KEYS', 'DataConfig', 'ModelConfig', 'LossConfig', 'TrainConfig',
-           'RunConfig', 'load_config', 'config_to_dict', 'config_to_yaml', 'save_config', 'parse_overrides', 'git_sha',
-           'new_run_dir', 'build', 'fov_val_metrics', 'train', 'read_metrics', 'NotebookError', 'notebook_parameters',
-           'run_notebook', 'sweep']
+           'CycleConfig', 'BilevelConfig', 'RunConfig', 'load_config', 'config_to_dict', 'config_to_yaml',
+           'save_config', 'parse_overrides', 'git_sha', 'new_run_dir', 'build', 'trainer_class', 'fov_val_metrics',
+           'train', 'read_metrics', 'NotebookError', 'notebook_parameters', 'run_notebook', 'sweep']
 
 # %% ../nbs/13_runs.ipynb #9ff2a384
 def _f(default, *, choices=None, min=None):
@@ -109,13 +109,14 @@ class DataConfig(_Section):
     val_root: str | None = _f(None) # another paired folder (lq/ + gt/) for validation
     val_size: int | None = _f(None, min=1) # null: native image size
 
-# %% ../nbs/13_runs.ipynb #f8118558
+# %% ../nbs/13_runs.ipynb #8287149b
 @dataclass(frozen=True)
 class ModelConfig(_Section):
     "Network preset, generator variant and per-key overrides (→ `HQGNet`)."
     section = "model"
     size: str = _f("tiny", choices=tuple(NET_PRESETS)) # network preset of hqg.networks.PRESETS
     variant: str = _f("hqg", choices=tuple(VARIANTS)) # hqg | deterministic | official
+    method: str = _f("hqg", choices=("hqg", "cyclegan")) # training scheme: hqg (guided GAN) or cyclegan (baselines)
     with_seg: bool = _f(False) # also build the segmenter (bi-level learning)
     feature_encoder: str | None = _f(None) # local .pt2/TorchScript encoder for the feature term (enc_extra)
     overrides: dict[str, Any] = _f({}) # any key of hqg.networks.PRESETS[size], e.g. gen_base: 8
@@ -186,8 +187,31 @@ class TrainConfig(_Section):
     default_guidance: int = _f(16, min=1) # HQ training images whose mean code is stored as default guidance
     keep_checkpoints: int | None = _f(None, min=1) # keep at most this many step_XXXXXX.pt (null: all)
 
-# %% ../nbs/13_runs.ipynb #6863bd55
-SECTIONS = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig, "train": TrainConfig}
+# %% ../nbs/13_runs.ipynb #7769e3f8
+@dataclass(frozen=True)
+class CycleConfig(_Section):
+    "CycleGAN-family baselines (model.method: cyclegan → `hqg.baselines.CycleGANTrainer`)."
+    section = "cycle"
+    lambda_cycle: float = _f(10.0, min=0.0) # L1 cycle consistency, both directions
+    lambda_idt: float = _f(5.0, min=0.0) # L1 identity mapping (CycleGAN: 0.5 x lambda_cycle)
+
+@dataclass(frozen=True)
+class BilevelConfig(_Section):
+    "Bi-level cooperative training with a segmenter (→ `hqg.bilevel.BilevelTrainer`)."
+    section = "bilevel"
+    enabled: bool = _f(False) # train G and the segmenter S cooperatively (needs LQ masks: root/masks)
+    solver: str = _f("alternating", choices=("alternating", "unrolled")) # first-order, or one-step unrolled hypergradient
+    seg_steps: int = _f(1, min=0) # S steps per G step (lower level)
+    lr_s: float = _f(1e-3, min=0.0) # Adam learning rate of S
+    inner_lr: float = _f(1e-2, min=0.0) # eta of the virtual S step of the unrolled solver
+    warmup_steps: int = _f(0, min=0) # enhancement-only steps before the task term
+    ramp_steps: int = _f(0, min=0) # linear ramp of lambda_task (loss.lambda_seg) from 0 after the warm-up
+    train_seg: bool = _f(True) # co-train S (false: S stays as pre-trained)
+    pretrain_seg_steps: int = _f(0, min=0) # pre-train S on root/hq + root/hq_masks first (0: off)
+
+# %% ../nbs/13_runs.ipynb #11b0ba80
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig, "train": TrainConfig,
+            "cycle": CycleConfig, "bilevel": BilevelConfig}
 TOP_KEYS = ("base", "name", *SECTIONS)
 
 @dataclass(frozen=True)
@@ -198,6 +222,8 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    cycle: CycleConfig = field(default_factory=CycleConfig)
+    bilevel: BilevelConfig = field(default_factory=BilevelConfig)
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -205,6 +231,11 @@ class RunConfig:
         for k, cls in SECTIONS.items():
             if not isinstance(getattr(self, k), cls):
                 raise ValueError(f"{k}: expected a {cls.__name__}, got {type(getattr(self, k)).__name__}")
+        if self.loss.lambda_seg and not self.bilevel.enabled:
+            raise ValueError(f"loss.lambda_seg: {self.loss.lambda_seg} needs bilevel.enabled: true "
+                             "(the segmenter is trained by the bi-level scheme); set lambda_seg to 0 or enable it")
+        if self.bilevel.enabled and self.model.method != "hqg":
+            raise ValueError(f"bilevel.enabled: the bi-level scheme trains HQG-Net; model.method is {self.model.method!r}")
 
 # %% ../nbs/13_runs.ipynb #7c88b998
 def _check_layer(d, src: str = "") -> dict:
@@ -240,7 +271,7 @@ def _merge(a: dict, b: dict) -> dict:
 def _from_dict(d: dict) -> RunConfig:
     return RunConfig(name=d.get("name", "run"), **{k: cls(**d.get(k, {})) for k, cls in SECTIONS.items()})
 
-# %% ../nbs/13_runs.ipynb #cfa7e79c
+# %% ../nbs/13_runs.ipynb #a5198164
 PRESETS = {
     "tiny": {"data": {"size": 64, "batch_size": 4},
              "model": {"size": "tiny", "variant": "hqg",  # widths capped at 64: fast on CPU, a 1.7 MB fp16 model
@@ -254,6 +285,10 @@ PRESETS = {
                         "ckpt_every": 5000, "val_every": 5000, "pretrain_guidance_steps": 2000,
                         "amp": True, "channels_last": True, "device": "auto"}},
     "hqg-official": {"base": "paper+official", "data": {"batch_size": 1}},
+    "tiny-bilevel": {"base": "tiny+bilevel",
+                     "bilevel": {"warmup_steps": 200, "ramp_steps": 200, "pretrain_seg_steps": 200}},
+    "paper-bilevel": {"base": "paper+bilevel",
+                      "bilevel": {"warmup_steps": 10_000, "ramp_steps": 5000, "pretrain_seg_steps": 2000}},
 }
 OVERLAYS = {
     "no-vnm": {"model": {"variant": "deterministic"}, "loss": {"lambda_kl": 0.0}},
@@ -263,6 +298,12 @@ OVERLAYS = {
                  "loss": {"lambda_struct": 0.25, "lambda_illum": 0.05, "lambda_kl": 0.0},
                  "data": {"vflip": False, "rot90": False},
                  "train": {"lr_g": 1e-4, "lr_d": 1e-4}},
+    "bilevel": {"model": {"with_seg": True}, "loss": {"lambda_seg": 1.0}, "bilevel": {"enabled": True}},
+    "cyclegan": {"model": {"method": "cyclegan", "variant": "deterministic"},
+                 "loss": {"lambda_wavelet": 0.0, "lambda_feat": 0.0, "lambda_cons": 0.0, "lambda_kl": 0.0,
+                          "gan_kind": "lsgan"},
+                 "train": {"pretrain_guidance_steps": 0}},
+    "stillgan": {"base": "cyclegan", "loss": {"lambda_struct": 1.0, "lambda_illum": 0.5}},
 }
 
 # %% ../nbs/13_runs.ipynb #87122b93
@@ -326,14 +367,14 @@ def load_config(spec: str | Path | dict | RunConfig = "tiny", # preset chain, YA
         d = _merge(d, ov)
     return _from_dict(d)
 
-# %% ../nbs/13_runs.ipynb #7dc5db29
+# %% ../nbs/13_runs.ipynb #5d1850ed
 def _plain(v):
     if isinstance(v, tuple): return [_plain(x) for x in v]
     if isinstance(v, dict): return {k: _plain(x) for k, x in v.items()}
     return v
 
 def config_to_dict(cfg: RunConfig) -> dict:
-    "The config as plain YAML-safe types: {'name', 'data', 'model', 'loss', 'train'}."
+    "The config as plain YAML-safe types: {'name', 'data', 'model', 'loss', 'train', 'cycle', 'bilevel'}."
     return {"name": cfg.name, **{k: {f.name: _plain(getattr(getattr(cfg, k), f.name)) for f in fields(cls)}
                                  for k, cls in SECTIONS.items()}}
 
@@ -383,7 +424,7 @@ def _unique_path(p: Path) -> Path:
     while q.exists(): q, k = p.with_name(f"{p.stem}-{k}{p.suffix}"), k + 1
     return q
 
-# %% ../nbs/13_runs.ipynb #fa8e169e
+# %% ../nbs/13_runs.ipynb #9898af9e
 def _one_line(e: Exception, prefix: str) -> Exception:
     return type(e)(prefix + " ".join(str(e).split()))
 
@@ -415,7 +456,7 @@ def build(cfg: RunConfig | str | dict, # a config, or anything `load_config` tak
     cfg = cfg if isinstance(cfg, RunConfig) else load_config(cfg)
     ds, val = _datasets(cfg.data, cfg.train.seed)
     m = cfg.model
-    net = HQGNet(cfg.data.channels, m.size, m.variant, with_seg=m.with_seg,
+    net = HQGNet(cfg.data.channels, m.size, m.variant, with_seg=m.with_seg or cfg.bilevel.enabled,
                  freeze_guidance=not cfg.train.finetune_guidance, **m.overrides)
     loss = HQGLoss(**dataclasses.asdict(cfg.loss))
     return net, loss, ds, val
@@ -457,7 +498,7 @@ def _last_checkpoint(run_dir, out) -> Path:
         raise FileNotFoundError(f"resume: no run under {out} has checkpoints/last.pt; start a run without resume first")
     return Path(last)
 
-# %% ../nbs/13_runs.ipynb #bcabe2c0
+# %% ../nbs/13_runs.ipynb #d68f4154
 def _pretrain_guidance(net: HQGNet, ds: UnpairedDataset, cfg: RunConfig) -> list[float]:
     dev = get_device(cfg.train.device)
     ae = GuidanceAutoencoder(net.enc_hq).to(dev)
@@ -466,6 +507,32 @@ def _pretrain_guidance(net: HQGNet, ds: UnpairedDataset, cfg: RunConfig) -> list
                                      batch_size=cfg.data.batch_size, seed=cfg.train.seed, key="hq")
     net.enc_hq.to("cpu")
     return hist
+
+def _pretrain_segmenter(net: HQGNet, cfg: RunConfig) -> list[float]:
+    "Pre-train net.seg on root/hq + root/hq_masks (HQ images with exact masks) for bilevel.pretrain_seg_steps."
+    from hqg.bilevel import SegmentationSet, pretrain_segmenter
+    root, n = Path(cfg.data.root), cfg.bilevel.pretrain_seg_steps
+    if not (root / "hq_masks").is_dir():
+        raise ValueError(f"bilevel.pretrain_seg_steps: {n} needs {root / 'hq_masks'} (masks of the HQ images in "
+                         f"{root / 'hq'}, same file stems); add them or set bilevel.pretrain_seg_steps: 0")
+    ds = SegmentationSet(root / "hq", root / "hq_masks", size=cfg.data.size, channels=cfg.data.channels,
+                         augment=cfg.data.augment, seed=cfg.train.seed)
+    hist = pretrain_segmenter(net.seg, ds, steps=n, batch_size=cfg.data.batch_size, lr=cfg.bilevel.lr_s,
+                              seed=cfg.train.seed, device=cfg.train.device)
+    net.seg.to("cpu")
+    return hist
+
+def trainer_class(cfg: RunConfig) -> tuple[type, dict]:
+    "The engine of a config and its extra keyword arguments: Trainer, BilevelTrainer or CycleGANTrainer."
+    if cfg.model.method == "cyclegan":
+        from hqg.baselines import CycleGANTrainer
+        return CycleGANTrainer, dict(lambda_cycle=cfg.cycle.lambda_cycle, lambda_idt=cfg.cycle.lambda_idt)
+    if cfg.bilevel.enabled:
+        from hqg.bilevel import BilevelTrainer
+        b = cfg.bilevel
+        return BilevelTrainer, dict(solver=b.solver, seg_steps=b.seg_steps, lr_s=b.lr_s, inner_lr=b.inner_lr,
+                                    warmup_steps=b.warmup_steps, ramp_steps=b.ramp_steps, train_seg=b.train_seg)
+    return Trainer, {}
 
 def _feature_encoder(cfg: RunConfig):
     if cfg.model.feature_encoder is None: return None
@@ -500,7 +567,7 @@ def _trainer_kwargs(cfg: RunConfig) -> dict:
     kw = {f.name: getattr(cfg.train, f.name) for f in fields(TrainConfig) if f.name != "pretrain_guidance_steps"}
     return dict(kw, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers)
 
-# %% ../nbs/13_runs.ipynb #13333a28
+# %% ../nbs/13_runs.ipynb #e952f410
 def train(cfg: RunConfig | str | dict | None = "tiny", # config (anything load_config takes); None + resume: the stored one
           out: str | Path = "runs/train", # parent folder of the run folders
           *,
@@ -534,9 +601,11 @@ def _train(cfg, out, max_steps, resume, device, progress, run_dir) -> Path:
     run.mkdir(parents=True, exist_ok=True)
     if _rank() == 0: save_config(cfg, run / "config.yaml")
     if state is None and cfg.train.pretrain_guidance_steps: _pretrain_guidance(net, ds, cfg)
+    if state is None and cfg.bilevel.enabled and cfg.bilevel.pretrain_seg_steps: _pretrain_segmenter(net, cfg)
     kw = dict(_trainer_kwargs(cfg), **({"val_every": None} if val is None else {}))  # no pairs: no validation
-    trainer = Trainer(net, loss, ds, run_dir=run, val_set=val, config=config_to_dict(cfg), progress=progress,
-                      enc_extra=enc_extra, val_metrics=fov_val_metrics(), **kw)
+    cls, extra = trainer_class(cfg)
+    trainer = cls(net, loss, ds, run_dir=run, val_set=val, config=config_to_dict(cfg), progress=progress,
+                  enc_extra=enc_extra, val_metrics=fov_val_metrics(), **extra, **kw)
     if state is not None: trainer.load_state(state)
     trainer.fit()
     return run

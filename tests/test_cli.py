@@ -44,8 +44,9 @@ def test_user_errors_are_one_line(tmp_path, capsys, argv, needle):
 
 def test_samples_command_regenerates_a_set(tmp_path, capsys):
     assert main(["samples", "--out", str(tmp_path), "--sets", "ccm"]) == 0
-    assert "ccm: 36 files" in capsys.readouterr().out
-    assert len(list((tmp_path / "ccm").rglob("*.png"))) == 36
+    assert "ccm: 44 files" in capsys.readouterr().out  # 8 hq + 8 hq_masks + 8 lq + 8 masks + 4x3 test
+    assert len(list((tmp_path / "ccm").rglob("*.png"))) == 44
+    assert len(list((tmp_path / "ccm" / "hq_masks").glob("*.png"))) == 8
 
 
 def test_bench_wavelets_prints_both_times(capsys):

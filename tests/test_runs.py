@@ -319,3 +319,29 @@ def test_validation_uses_the_fov_masked_metrics_the_demo_reports(tmp_path):
     rows = score_pairs(t / "lq", t / "lq", t / "gt")   # the LQ inputs scored as in `hqg demo`
     assert abs(last["val_psnr_lq"] - sum(r["psnr_lq"] for r in rows) / len(rows)) < 1e-3
     assert abs(last["val_ssim_lq"] - sum(r["ssim_lq"] for r in rows) / len(rows)) < 1e-4
+
+
+def test_scheme_sections_round_trip_and_old_configs_still_load(tmp_path):
+    cfg = load_config("tiny-bilevel", {"bilevel.solver": "unrolled", "bilevel.seg_steps": 2, "data.root": "x"})
+    p = save_config(cfg, tmp_path / "c.yaml")
+    back = load_config(str(p))
+    assert (back.bilevel.solver, back.bilevel.seg_steps, back.bilevel.enabled, back.model.with_seg) == ("unrolled", 2, True, True)
+    assert back.bilevel == cfg.bilevel and back.cycle == cfg.cycle
+    old = config_to_dict(load_config("tiny"))
+    del old["cycle"], old["bilevel"]  # a config stored by an earlier hqg (e.g. the shipped model's)
+    assert load_config(old).bilevel.enabled is False and load_config(old).model.method == "hqg"
+
+
+def test_scheme_errors_name_the_key():
+    with pytest.raises(ValueError, match=r"bilevel.solver: expected one of \['alternating', 'unrolled'\]"):
+        load_config("tiny-bilevel", {"bilevel.solver": "implicit"})
+    with pytest.raises(ValueError, match="model.method: expected one of"):
+        load_config("tiny", {"model.method": "pix2pix"})
+    with pytest.raises(ValueError, match="unknown key 'lambda_cycl' in section 'cycle'"):
+        load_config("tiny+cyclegan", {"cycle.lambda_cycl": 1})
+
+
+def test_trainer_class_of_plain_hqg_is_the_gan_trainer():
+    from hqg.runs import trainer_class
+    from hqg.training import Trainer
+    assert trainer_class(load_config("tiny")) == (Trainer, {})
