@@ -271,7 +271,7 @@ def _merge(a: dict, b: dict) -> dict:
 def _from_dict(d: dict) -> RunConfig:
     return RunConfig(name=d.get("name", "run"), **{k: cls(**d.get(k, {})) for k, cls in SECTIONS.items()})
 
-# %% ../nbs/13_runs.ipynb #a5198164
+# %% ../nbs/13_runs.ipynb #b0f4bdc6
 PRESETS = {
     "tiny": {"data": {"size": 64, "batch_size": 4},
              "model": {"size": "tiny", "variant": "hqg",  # widths capped at 64: fast on CPU, a 1.7 MB fp16 model
@@ -302,8 +302,8 @@ OVERLAYS = {
     "cyclegan": {"model": {"method": "cyclegan", "variant": "deterministic"},
                  "loss": {"lambda_wavelet": 0.0, "lambda_feat": 0.0, "lambda_cons": 0.0, "lambda_kl": 0.0,
                           "gan_kind": "lsgan"},
-                 "train": {"pretrain_guidance_steps": 0}},
-    "stillgan": {"base": "cyclegan", "loss": {"lambda_struct": 1.0, "lambda_illum": 0.5}},
+                 "train": {"pretrain_guidance_steps": 0, "r1_gamma": 0.0}},
+    "stillgan": {"base": "cyclegan", "loss": {"lambda_struct": 5.0, "lambda_illum": 1.0}},
 }
 
 # %% ../nbs/13_runs.ipynb #87122b93
