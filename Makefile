@@ -60,6 +60,7 @@ bench: $(STAMP)
 	$(BIN)/hqg bench training --sizes tiny
 	$(BIN)/hqg bench enhance
 	$(BIN)/hqg bench explorer
+	$(BIN)/hqg bench compare --image-size 128 --repeats 3
 
 # The shipped default model: the demo's training (tiny preset, seed 0, 800 steps) exported as float16.
 default-model: $(STAMP)

@@ -161,7 +161,7 @@ def demo(data: str | Path = "data_samples", # the shipped samples (uses data/fun
     print(table)
     return run
 
-# %% ../nbs/14_cli.ipynb #ecb25519
+# %% ../nbs/14_cli.ipynb #26053f9c
 def _cmd_samples(a):
     from hqg.samples import make_samples
     counts = make_samples(a.out, sets=tuple(a.sets), seed=a.seed)
@@ -208,6 +208,13 @@ def _cmd_bench(a):
         bench_explorer(n=a.repeats)
     elif a.what == "enhance":
         bench_enhance(image_size=a.image_size or 256, n=a.batch or 8, device=a.device, repeats=a.repeats)
+    elif a.what == "compare":
+        from hqg.released import compare_speed
+        compare_speed(image_size=a.image_size or 384, batch=a.batch or 1, device=a.device, repeats=a.repeats,
+                      presets=tuple(a.sizes))
+    elif a.what == "released":
+        from hqg.released import bench_released
+        bench_released(batch=a.batch or 1, image_size=a.image_size or 384, device=a.device, repeats=a.repeats)
     elif a.what == "generator":
         from hqg.networks import bench_generator
         for size in a.sizes:
@@ -292,8 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="data_samples"); s.add_argument("--seed", type=int, default=0)
     s.add_argument("--sets", nargs="+", default=["fundus", "vessels", "ccm"], choices=["fundus", "vessels", "ccm"])
     s.set_defaults(func=_cmd_samples)
-    b = sub.add_parser("bench", help="print speed figures: wavelets (vs PyWavelets), generator, training, enhance")
-    b.add_argument("what", choices=["wavelets", "generator", "training", "enhance", "explorer"])
+    b = sub.add_parser("bench", help="print speed figures: wavelets (vs PyWavelets), generator, training, enhance, "
+                       "explorer, released (the released code's architecture), compare (hqg presets vs released)")
+    b.add_argument("what", choices=["wavelets", "generator", "training", "enhance", "explorer", "released", "compare"])
     b.add_argument("--batch", type=int, default=None, help="batch size (wavelets: 8; generator: 4 tiny, 1 paper)")
     b.add_argument("--image-size", type=int, default=None, help="square image side (wavelets: 384; tiny 128, paper 384)")
     b.add_argument("--wavelet", default="db2"); b.add_argument("--level", type=int, default=3)
