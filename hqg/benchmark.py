@@ -42,7 +42,7 @@ def check_methods(methods) -> list[str]:
         raise ValueError(f"methods: unknown {bad or 'empty list'}; valid: {', '.join(DEFAULT_METHODS)}")
     return methods
 
-# %% ../nbs/13c_benchmark.ipynb #72f36b4d
+# %% ../nbs/13c_benchmark.ipynb #817743c5
 def _latest_bench(out: Path) -> Path:
     runs = sorted(p.parent for p in Path(out).glob("*/benchmark.json"))
     if not runs: raise FileNotFoundError(f"resume: no benchmark under {out} (no */benchmark.json); start one without resume")
@@ -51,6 +51,8 @@ def _latest_bench(out: Path) -> Path:
 def _train_one(cfg, run: Path, device: str) -> float:
     t0 = time.time()
     last = run / "checkpoints" / "last.pt"
+    if run.exists() and not last.is_file():  # killed before its first checkpoint: keep it aside, start again
+        run.rename(run.with_name(f"{run.name}.unfinished-{time.strftime('%Y%m%d-%H%M%S')}"))
     train(cfg, run_dir=run, device=device, progress=False, resume=last.is_file())
     return time.time() - t0
 

@@ -94,3 +94,13 @@ def test_summary_table_and_claim_check_values():
     assert "| *input (LQ)* | 19.00 | 0.7000 | 1 | | |" in table
     lines = claim_check(s, others=("cyclegan",))
     assert lines[0].endswith("better") and "SSIM" in lines[1] and lines[1].endswith("worse")
+
+
+def test_benchmark_resume_restarts_a_run_killed_before_its_first_checkpoint(tmp_path):
+    b = benchmark(["hqg"], FUNDUS, seeds=[0], steps=1, out=tmp_path, device="cpu", overrides=SMOKE, verbose=False)
+    run = b / "train" / "hqg" / "seed0"
+    shutil.rmtree(b / "eval"); shutil.rmtree(run / "checkpoints")  # as if killed before the first checkpoint
+    benchmark(["hqg"], FUNDUS, seeds=[0], out=tmp_path, device="cpu", resume=True, verbose=False)
+    assert (run / "checkpoints" / "last.pt").is_file() and (b / "eval" / "hqg" / "seed0" / "metrics.json").is_file()
+    kept = [p.name for p in run.parent.iterdir() if p.name.startswith("seed0.unfinished-")]
+    assert len(kept) == 1 and (run.parent / kept[0] / "config.yaml").is_file()  # nothing deleted
