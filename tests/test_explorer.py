@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from hqg.explorer import (GuidanceExplorer, DegradationExplorer, WaveletExplorer, load_images, detail_energy,
-                          bench_explorer)
+                          bench_explorer, OVERLAYS)
+from hqg.drift import structure_drift
+from hqg.uncertainty import enhance_samples, uncertainty_map
 from hqg.networks import HQGNet
 from hqg.wavelets import wavedec2
 
@@ -35,15 +37,20 @@ def gx(setup):
 
 
 def test_guidance_construct_and_state(gx):
-    assert gx.state() == dict(lq=0, guide_a=0, guide_b=1, alpha=0.0, tau=0.0, seed=0, view="after")
+    assert gx.state() == dict(lq=0, guide_a=0, guide_b=1, alpha=0.0, tau=0.0, seed=0, view="after",
+                              overlay="none", samples=False, sample=0)
     r = gx.render()
-    assert set(r) == {"lq", "enh", "diff"}
-    for v in r.values():
+    assert set(r) == {"lq", "enh", "diff", "overlay"} and r["overlay"] is None
+    for k in ("lq", "enh", "diff"):
+        v = r[k]
         assert v.shape == (32, 32, 3) and v.min() >= 0 and v.max() <= 1
     np.testing.assert_array_equal(r["diff"], np.abs(r["enh"] - r["lq"]))
     assert gx.image.value[:8] == b"\x89PNG\r\n\x1a\n" and len(gx.thumb_a.value) > 0
     gx.lq.value = 1; gx.tau.value = 0.5; gx.seed.value = 7; gx.view.value = "difference"
-    assert gx.state() == dict(lq=1, guide_a=0, guide_b=1, alpha=0.0, tau=0.5, seed=7, view="difference")
+    gx.overlay.value = "lost"; gx.samples.value = True; gx.sample.value = 6
+    assert gx.state() == dict(lq=1, guide_a=0, guide_b=1, alpha=0.0, tau=0.5, seed=7, view="difference",
+                              overlay="lost", samples=True, sample=6)
+    assert gx.sample.max == 7 and OVERLAYS == ("none", "uncertainty", "created", "lost")
 
 
 def test_guidance_changes_output_and_figure(gx):
@@ -114,6 +121,68 @@ def test_load_images_errors():
         load_images([torch.rand(8, 8)], "hq_images")
     with pytest.raises(ValueError, match="at least one image"):
         load_images([], "lq_images")
+
+
+def _samples(gx, net):
+    s = gx.state()
+    return enhance_samples(net, gx.lq_images[s["lq"]], code=gx.blended_code(), n=gx.n_samples,
+                           temperature=s["tau"], seed=s["seed"])
+
+
+def test_guidance_uncertainty_overlay(gx, setup):
+    net = setup[0]
+    gx.overlay.value = "uncertainty"
+    r = gx.render()
+    assert r["overlay"].shape == (32, 32) and float(r["overlay"].max()) == 0.0      # tau = 0: exactly no spread
+    gx.tau.value = 1.0; gx.seed.value = 3
+    want = uncertainty_map(_samples(gx, net).std)[0].numpy()
+    np.testing.assert_allclose(gx.render()["overlay"], want, rtol=0, atol=1e-6)
+    assert want.max() > 1e-4
+    gx.tau.value = 2.0
+    assert gx.render()["overlay"].mean() > want.mean()                # more temperature, more spread
+
+
+def test_guidance_drift_overlays(gx):
+    gx.tau.value = 0.5
+    png = gx.image.value
+    gx.overlay.value = "created"
+    d = structure_drift(gx.lq_images[0], gx.enhanced())
+    np.testing.assert_array_equal(gx.render()["overlay"], d.created[0].numpy())
+    assert gx.image.value != png                                      # the overlay panel was drawn
+    gx.overlay.value = "lost"
+    np.testing.assert_array_equal(gx.render()["overlay"], d.lost[0].numpy())
+    gx.overlay.value = "none"
+    assert gx.render()["overlay"] is None and gx._samples is None       # no samples were ever needed
+
+
+def test_guidance_samples_control_and_cache(gx, setup):
+    net = setup[0]
+    single = gx.render()["enh"]
+    gx.samples.value = True                                            # tau = 0: every sample is the output
+    np.testing.assert_allclose(gx.render()["enh"], single, rtol=0, atol=1e-6)
+    gx.tau.value = 1.0
+    ref = _samples(gx, net)
+    cached = gx._samples
+    outs = []
+    for k in (0, 4, 7):
+        gx.sample.value = k
+        e = gx.render()["enh"]
+        np.testing.assert_allclose(e, ref.samples[k].permute(1, 2, 0).clamp(0, 1).numpy(), rtol=0, atol=1e-5)
+        outs.append(e)
+    assert gx._samples is cached                                       # moving the sample slider: no decoding
+    assert np.abs(outs[0] - outs[1]).max() > 1e-4
+    gx.guide_a.value = 2                                               # new guidance: new samples
+    assert gx._samples is not cached and gx._samples[0][1] == 2
+    gx.samples.value = False
+    np.testing.assert_array_equal(gx.render()["enh"], gx.enhanced().permute(1, 2, 0).clamp(0, 1).numpy())
+
+
+def test_guidance_n_samples_errors(setup):
+    net, lq, hq, _ = setup
+    with pytest.raises(ValueError, match="n_samples: expected an int >= 2"):
+        GuidanceExplorer(net, lq, hq, n_samples=1)
+    g = GuidanceExplorer(net, lq, hq, n_samples=3)
+    assert g.sample.max == 2
 
 
 @pytest.fixture
@@ -219,3 +288,5 @@ def test_wavelet_level_limits(wx):
 def test_bench_explorer_under_one_second():
     r = bench_explorer(n=3, verbose=False)
     assert r["size"] == (192, 192) and r["uncached_s"] < 1.0 and r["cached_s"] < 1.0
+    r = bench_explorer(n=3, verbose=False, overlay="uncertainty")
+    assert r["overlay"] == "uncertainty" and r["uncached_s"] < 2.0
