@@ -161,7 +161,7 @@ def demo(data: str | Path = "data_samples", # the shipped samples (uses data/fun
     print(table)
     return run
 
-# %% ../nbs/14_cli.ipynb #26053f9c
+# %% ../nbs/14_cli.ipynb #173a4208
 def _cmd_samples(a):
     from hqg.samples import make_samples
     counts = make_samples(a.out, sets=tuple(a.sets), seed=a.seed)
@@ -278,7 +278,7 @@ def _cmd_benchmark(a):
     from hqg.runs import parse_overrides
     from hqg.benchmark import DEFAULT_METHODS
     bench = benchmark(a.methods or DEFAULT_METHODS, a.data, preset=a.preset, seeds=a.seeds, steps=a.steps, out=a.out, resume=a.resume,
-                      device=a.device, overrides=parse_overrides(a.set or []) or None)
+                      device=a.device, overrides=parse_overrides(a.set or []) or None, workers=a.workers)
     print(f"benchmark written to {bench} (table.md, results.csv, results.json, results.png)")
 
 def _cmd_enhance(a):
@@ -339,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--steps", type=int, default=None, help="training steps of every learned method (default: the preset's)")
     k.add_argument("--out", default="runs/benchmark"); k.add_argument("--device", default="auto")
     k.add_argument("--resume", action="store_true", help="continue the newest benchmark under --out")
+    k.add_argument("--workers", type=int, default=1, help="train this many runs at a time (processes, 1 thread each)")
     k.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="config overrides for every learned method")
     k.set_defaults(func=_cmd_benchmark)
     x = sub.add_parser("export", help="write a small inference model file (float16) from a training checkpoint")

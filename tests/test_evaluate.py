@@ -104,3 +104,15 @@ def test_benchmark_resume_restarts_a_run_killed_before_its_first_checkpoint(tmp_
     assert (run / "checkpoints" / "last.pt").is_file() and (b / "eval" / "hqg" / "seed0" / "metrics.json").is_file()
     kept = [p.name for p in run.parent.iterdir() if p.name.startswith("seed0.unfinished-")]
     assert len(kept) == 1 and (run.parent / kept[0] / "config.yaml").is_file()  # nothing deleted
+
+
+def test_benchmark_workers_give_the_same_results_as_one_process(tmp_path):
+    kw = dict(seeds=[0], steps=2, device="cpu", overrides=SMOKE, verbose=False)
+    a = benchmark(["hqg", "hqg-no-vnm"], FUNDUS, out=tmp_path / "a", workers=1, **kw)
+    b = benchmark(["hqg", "hqg-no-vnm"], FUNDUS, out=tmp_path / "b", workers=2, **kw)
+    ra, rb = (json.loads((x / "results.json").read_text())["runs"] for x in (a, b))
+    for x, y in zip(ra, rb):
+        assert (x["method"], x["seed"]) == (y["method"], y["seed"])
+        assert x["psnr"] == pytest.approx(y["psnr"], abs=1e-4) and x["ssim"] == pytest.approx(y["ssim"], abs=1e-5)
+    with pytest.raises(ValueError, match="workers: expected an int >= 1, got 0"):
+        benchmark(["hqg"], FUNDUS, out=tmp_path / "c", workers=0, **kw)
