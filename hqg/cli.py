@@ -16,7 +16,7 @@ __all__ = ['DEFAULT_MODEL', 'DEMO_STEPS', 'BENCH_IMAGE_SIZE', 'enhance_files', '
 # %% ../nbs/14_cli.ipynb #fe4f0e26
 from .runs import new_run_dir
 
-# %% ../nbs/14_cli.ipynb #8cbc179b
+# %% ../nbs/14_cli.ipynb #97922837
 from .evaluate import guidance_code  # re-exported: `hqg.cli.guidance_code` is used by notebooks
 
 def enhance_files(net, # an HQGNet (e.g. `HQGNet.from_checkpoint(path)`)
@@ -27,11 +27,14 @@ def enhance_files(net, # an HQGNet (e.g. `HQGNet.from_checkpoint(path)`)
                   seed: int = 0, # seed for temperature > 0
                   keep_fov: str | bool = "auto", # copy the dark border of whole field-of-view images from the input
                   device: str = "auto",
+                  uncertainty: int = 0, # n > 1: also write NAME_uncertainty.tif, the per-pixel std of n samples (tau=1)
                  ) -> tuple[list[Path], list[tuple[Path, str]]]:
     "Enhance image files; return (written paths, [(failed path, reason)]). Never overwrites an input."
     from hqg.io import read_image, write_image, list_images, image_info, ImageReadError
     from hqg.core import get_device, convert_channels
     from hqg.degrade import estimate_fov
+    if isinstance(uncertainty, bool) or not isinstance(uncertainty, int) or uncertainty == 1 or uncertainty < 0:
+        raise ValueError(f"uncertainty: expected 0 (off) or a number of samples >= 2, got {uncertainty!r}")
     dev = get_device(device); net = net.to(dev).eval()
     src = Path(inputs) if not isinstance(inputs, list) else None
     if src is not None and not src.exists(): raise FileNotFoundError(f"{src}: no such file or folder")
@@ -62,6 +65,10 @@ def enhance_files(net, # an HQGNet (e.g. `HQGNet.from_checkpoint(path)`)
         if bits not in (8, 16, 32) or (bits == 16 and fmt not in (".png", ".tif", ".tiff")) or (bits == 32 and fmt not in (".tif", ".tiff")):
             bits = 8
         written.append(write_image(out / name, y, bits=bits))
+        if uncertainty:
+            from hqg.uncertainty import enhance_samples, uncertainty_map
+            smp = enhance_samples(net, xin[None], code=code, n=uncertainty, temperature=1.0, seed=seed)
+            write_image(out / f"{Path(name).stem}_uncertainty.tif", uncertainty_map(smp.std)[0].cpu(), bits=32)
     return written, failed
 
 # %% ../nbs/14_cli.ipynb #f41a0af6
@@ -161,7 +168,7 @@ def demo(data: str | Path = "data_samples", # the shipped samples (uses data/fun
     print(table)
     return run
 
-# %% ../nbs/14_cli.ipynb #173a4208
+# %% ../nbs/14_cli.ipynb #bcc6e569
 def _cmd_samples(a):
     from hqg.samples import make_samples
     counts = make_samples(a.out, sets=tuple(a.sets), seed=a.seed)
@@ -286,7 +293,7 @@ def _cmd_enhance(a):
     net = HQGNet.from_checkpoint(a.checkpoint or default_checkpoint())
     written, failed = enhance_files(net, a.input, a.output, guidance=a.guidance, temperature=a.temperature,
                                     seed=a.seed, keep_fov={"auto": "auto", "on": True, "off": False}[a.keep_fov],
-                                    device=a.device)
+                                    device=a.device, uncertainty=a.uncertainty)
     for p, why in failed: print(f"hqg: skipped {p}: {why}", file=sys.stderr)
     print(f"enhanced {len(written)} image(s) into {a.output}" + (f"; {len(failed)} failed" if failed else ""))
     return 1 if failed else 0
@@ -320,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--keep-fov", choices=["auto", "on", "off"], default="auto",
                    help="copy the dark border of whole field-of-view images from the input (auto: when present)")
     e.add_argument("--device", default="auto")
+    e.add_argument("--uncertainty", type=int, nargs="?", const=8, default=0, metavar="N",
+                   help="also write NAME_uncertainty.tif (float32): per-pixel std of N variational samples (default 8)")
     e.set_defaults(func=_cmd_enhance)
     v = sub.add_parser("evaluate", help="score a checkpoint or a classical method on a folder (table, CSV, plots)")
     v.add_argument("--checkpoint", default=None, help="a .pt written by hqg (any method's last.pt, or a model file)")

@@ -3,6 +3,7 @@ import json, os, subprocess, sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from hqg.cli import main, build_parser
 
@@ -200,3 +201,15 @@ def test_shipped_default_model_enhances_the_fundus_test_set(tmp_path, capsys):
     assert mean("psnr_enh") > mean("psnr_lq") + 3 and mean("ssim_enh") > mean("ssim_lq")
     prov = __import__("torch").load(ROOT / "data_samples/models/fundus_tiny.pt", weights_only=True)["provenance"]
     assert prov["step"] == 800 and prov["seed"] == 0 and "make default-model" in prov["command"]
+
+
+def test_enhance_uncertainty_writes_a_map_beside_each_output(tmp_path, capsys):
+    from hqg.io import read_image
+    src = ROOT / "data_samples" / "fundus" / "test" / "lq"
+    assert main(["enhance", "--input", str(src / "test_01_crop.png"), "--output", str(tmp_path), "--uncertainty", "4",
+                 "--device", "cpu"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["test_01_crop.png", "test_01_crop_uncertainty.tif"]
+    u = read_image(tmp_path / "test_01_crop_uncertainty.tif")
+    assert u.shape == (1, 192, 192) and u.dtype == torch.float32 and 0 < float(u.mean()) < 0.1
+    assert main(["enhance", "--input", str(src), "--output", str(tmp_path / "b"), "--uncertainty", "1"]) == 2
+    assert "uncertainty: expected 0 (off) or a number of samples >= 2, got 1" in capsys.readouterr().err
