@@ -56,3 +56,27 @@ def test_every_hqg_command_in_the_readme_parses():
         args = parser.parse_args(argv)  # SystemExit on an unknown command or option
         seen.add(args.command)
     assert {"enhance", "train", "run", "sweep"} <= seen
+
+
+def _table_rows(text: str, title: str) -> list[str]:
+    sec = text.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+    return [l.strip() for l in sec.splitlines() if l.strip().startswith("|")]
+
+
+def test_index_notebook_mirrors_the_readme_tables():
+    import nbformat
+    nb = nbformat.read(ROOT / "nbs" / "index.ipynb", as_version=4)
+    md = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    for title in ("Notebook map", "Paper ↔ code"):
+        for row in _table_rows(README, title)[2:]:
+            assert row in md, f"index.ipynb lacks the README's {title} row {row[:60]!r}"
+    for cmd in ("make demo", "make test", "hqg enhance", "hqg train", "hqg evaluate", "hqg benchmark"):
+        assert cmd in md, cmd
+
+
+def test_every_notebook_is_on_the_notebook_map():
+    rows = "\n".join(_table_rows(README, "Notebook map"))
+    for nb in sorted((ROOT / "nbs").glob("[0-9]*.ipynb")) + sorted((ROOT / "nbs" / "experiments").glob("*.ipynb")):
+        name = nb.stem if nb.parent.name == "nbs" else f"experiments/{nb.stem}"
+        assert f"`{name}`" in rows, f"README notebook map lacks {name}"
+    assert "`tutorials/01`–`04`" in rows and len(list((ROOT / "nbs" / "tutorials").glob("*.ipynb"))) == 4
