@@ -28,7 +28,7 @@ from .losses import HQGLoss, TERM_NAMES, gan_loss_d, r1_penalty
 # %% auto #0
 __all__ = ['CKPT_FORMAT', 'CKPT_KEYS', 'TRAIN_STATE_KEYS', 'lr_factor', 'ema_decay_at', 'ema_update', 'sample_grid', 'rng_state',
            'set_rng_state', 'save_atomic', 'load_checkpoint', 'find_last_checkpoint', 'NonFiniteLossError',
-           'psnr_metric', 'ssim_metric', 'Trainer', 'bench_training']
+           'psnr_metric', 'ssim_metric', 'Trainer', 'check_batch', 'end_step', 'bench_training']
 
 # %% ../nbs/08_training.ipynb #94285299
 def lr_factor(step: int, # completed steps (0 for the first step)
@@ -289,7 +289,7 @@ def _setup_nets(tr: Trainer) -> None:
     tr.gen_train, tr.disc_train = wrap(tr.gen), wrap(tr.disc)
     tr.enc_train = wrap(tr.enc) if tr.finetune_guidance else tr.enc
 
-# %% ../nbs/08_training.ipynb #be9b356a
+# %% ../nbs/08_training.ipynb #b7035609
 def _autocast(tr: Trainer):
     "bf16 autocast on the trainer's device when `tr.amp` (the constructor allows it on CUDA only)."
     return torch.autocast(tr.device.type, dtype=torch.bfloat16) if tr.amp else nullcontext()
@@ -361,20 +361,28 @@ def _g_step(self: Trainer, x_lq: torch.Tensor, x_hq: torch.Tensor, # the step's 
     finally: self.disc.train().requires_grad_(True)
     return dict(zip(named, vec))
 
+def check_batch(batch) -> None:
+    "ValueError unless `batch` is a loader batch with 'lq' and 'hq' images (shared by every trainer)."
+    if not isinstance(batch, dict) or "lq" not in batch or "hq" not in batch:
+        got = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
+        raise ValueError(f"batch: expected a dict with 'lq' and 'hq' images (an UnpairedDataset batch), got {got}")
+
+def end_step(tr: Trainer) -> None:
+    "The end of every trainer's step: note the learning rates, step the schedulers, count the step, update the EMA."
+    tr._lr = (tr.opt_g.param_groups[0]["lr"], tr.opt_d.param_groups[0]["lr"])
+    tr.sched_g.step(); tr.sched_d.step()
+    tr.step += 1
+    ema_update(tr.gen_ema, tr.gen, ema_decay_at(tr.step, tr.ema_decay, tr.ema_warmup))
+
 @_method_of(Trainer)
 def _train_step(self: Trainer, batch: dict, # a loader batch with "lq" and "hq"
                ) -> dict[str, torch.Tensor]: # all D and G terms of the step (detached)
     "generate -> D step -> G step -> schedulers, step += 1 -> EMA update."
-    if not isinstance(batch, dict) or "lq" not in batch or "hq" not in batch:
-        got = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
-        raise ValueError(f"batch: expected a dict with 'lq' and 'hq' images (an UnpairedDataset batch), got {got}")
+    check_batch(batch)
     x_lq, x_hq = _to_device(self, batch["lq"]), _to_device(self, batch["hq"])
     x_enh, kl = self.generate(x_lq, x_hq)
     out = {**self.d_step(x_hq, x_enh), **self.g_step(x_lq, x_hq, x_enh, kl)}
-    self._lr = (self.opt_g.param_groups[0]["lr"], self.opt_d.param_groups[0]["lr"])
-    self.sched_g.step(); self.sched_d.step()
-    self.step += 1
-    ema_update(self.gen_ema, self.gen, ema_decay_at(self.step, self.ema_decay, self.ema_warmup))
+    end_step(self)
     return out
 
 # %% ../nbs/08_training.ipynb #54b4f1e0
