@@ -73,6 +73,11 @@ def test_benchmark_resume_keeps_finished_runs(tmp_path):
     before = ck.stat().st_mtime_ns
     b2 = benchmark(["identity", "hqg"], FUNDUS, seeds=[0], steps=1, out=tmp_path, device="cpu", resume=True, verbose=False)
     assert b2 == b and ck.stat().st_mtime_ns == before  # nothing retrained
+    wall = (b / "train" / "hqg" / "seed0" / "wall_seconds.txt").read_text()
+    shutil.rmtree(b / "eval" / "hqg")  # re-evaluate a finished run (e.g. with a newer harness): no retraining either
+    benchmark(["identity", "hqg"], FUNDUS, seeds=[0], out=tmp_path, device="cpu", resume=True, verbose=False)
+    assert ck.stat().st_mtime_ns == before and (b / "train" / "hqg" / "seed0" / "wall_seconds.txt").read_text() == wall
+    assert (b / "eval" / "hqg" / "seed0" / "metrics.json").is_file()
     res = json.loads((b / "results.json").read_text())
     assert [r["method"] for r in res["runs"]] == ["identity", "hqg"] and res["summary"]["hqg"]["psnr"]["n"] == 1
 
