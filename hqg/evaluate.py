@@ -18,8 +18,8 @@ from .uncertainty import enhance_samples, uncertainty_map, uncertainty_score
 from .drift import structure_drift, structure_vs_mask
 
 # %% auto #0
-__all__ = ['METRIC_LABELS', 'find_eval_set', 'guidance_code', 'make_enhancer', 'keep_fov_border', 'score_image', 'diagnose',
-           'summarize', 'metrics_table', 'evaluate']
+__all__ = ['METRIC_LABELS', 'DIAGNOSTIC_LABELS', 'find_eval_set', 'guidance_code', 'make_enhancer', 'keep_fov_border',
+           'score_image', 'diagnose', 'summarize', 'metrics_table', 'evaluate']
 
 # %% ../nbs/13a_evaluate.ipynb #c9b624c2
 def find_eval_set(data: str | Path, # dataset root, paired folder, CycleGAN root, or a plain folder of images
@@ -81,9 +81,10 @@ def make_enhancer(method, # checkpoint path, classical name, HQGNet, or callable
     fn.code = code  # the guidance code used (None: the model's default), for the diagnostics
     return fn, net, name
 
-# %% ../nbs/13a_evaluate.ipynb #99023c7d
+# %% ../nbs/13a_evaluate.ipynb #f42333f8
 METRIC_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "structure": "structure preservation",
                  "uniformity": "illumination uniformity", "snr": "CCM SNR (dB)"}
+DIAGNOSTIC_LABELS = {"uncertainty": "uncertainty (std)", "created": "created structure", "lost": "lost structure"}
 
 def _fov(x: torch.Tensor, gt: torch.Tensor | None) -> torch.Tensor | None:
     "Field of view of RGB fundus-like images (from the ground truth when there is one); None for gray images."
@@ -133,7 +134,7 @@ def diagnose(x_lq: torch.Tensor, # (1,C,H,W) input
                        for k in ("precision", "recall") for side in ("in", "out")})
     return scores, maps
 
-# %% ../nbs/13a_evaluate.ipynb #29d1cc08
+# %% ../nbs/13a_evaluate.ipynb #a6605655
 def _mean_std(vals: list[float]) -> tuple[float, float]:
     v = [x for x in vals if not math.isnan(x)]
     if not v: return math.nan, math.nan
@@ -160,7 +161,10 @@ def metrics_table(mean: dict, std: dict | None = None) -> str:
         inp = _fmt(mean.get(k + "_in"), std.get(k + "_in"), d) if k + "_in" in mean else "(1 by definition)"
         lines.append(f"| {label} | {inp} | {_fmt(mean[k], std.get(k), d)} |")
     for k in mean:  # diagnostics and other extra columns
-        if k.removesuffix("_in") not in METRIC_LABELS: lines.append(f"| {k} | | {_fmt(mean[k], std.get(k), 4)} |")
+        if k.endswith("_in") and k.removesuffix("_in") in mean: continue
+        if k.removesuffix("_in") not in METRIC_LABELS:
+            inp = _fmt(mean[k + "_in"], std.get(k + "_in"), 4) if k + "_in" in mean else ""
+            lines.append(f"| {DIAGNOSTIC_LABELS.get(k, k)} | {inp} | {_fmt(mean[k], std.get(k), 4)} |")
     return "\n".join(lines) + "\n"
 
 # %% ../nbs/13a_evaluate.ipynb #a9d635a5
