@@ -131,7 +131,7 @@ def benchmark(methods=DEFAULT_METHODS, # method names (see the table above)
     if verbose: print((bench / "table.md").read_text())
     return bench
 
-# %% ../nbs/13c_benchmark.ipynb #f38df409
+# %% ../nbs/13c_benchmark.ipynb #89653343
 _KEYS = ("psnr", "ssim", "structure", "uniformity", "snr", "uncertainty", "created", "lost")
 _LABELS = {**METRIC_LABELS, **DIAGNOSTIC_LABELS}
 
@@ -158,10 +158,11 @@ def claim_check(summary: dict, ours: str = "hqg", others=("cyclegan", "stillgan"
         if ours not in summary or o not in summary: continue
         for k in keys:
             if k not in summary[ours] or k not in summary[o]: continue
-            (a, sa, _), (b, sb, _) = summary[ours][k], summary[o][k]
+            (a, sa, na), (b, sb, nb) = summary[ours][k], summary[o][k]
             if math.isnan(a) or math.isnan(b): continue
             tol = (sa ** 2 + sb ** 2) ** 0.5
-            verdict = "better" if a - b > tol else "worse" if b - a > tol else "tie (within the std over seeds)"
+            verdict = ("not judged (one seed: no spread to compare with)" if min(na, nb) < 2 else
+                       "better" if a - b > tol else "worse" if b - a > tol else "tie (within the std over seeds)")
             lines.append(f"{ours} vs {o}, {_LABELS[k]}: {a:.4g} vs {b:.4g} ({a - b:+.3g}): {verdict}")
     return lines
 
@@ -181,7 +182,7 @@ def results_table(summary: dict) -> str:
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {n} | {'-' if math.isnan(t) or t == 0 else f'{t:.0f}'} |")
     return "\n".join(lines) + "\n"
 
-# %% ../nbs/13c_benchmark.ipynb #7bfc564a
+# %% ../nbs/13c_benchmark.ipynb #f04861bf
 def _plot(summary: dict, path: Path) -> None:
     import matplotlib; matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -193,7 +194,8 @@ def _plot(summary: dict, path: Path) -> None:
         sd = [summary[m][k][1] if k in summary[m] else 0 for m in names]
         ax.bar(range(len(names)), mu, yerr=sd, capsize=2, color=["C0" if m.startswith("hqg") else "C7" for m in names])
         fin = [v for v in mu if not math.isnan(v)]
-        if fin and k in ("ssim", "structure", "uniformity"): ax.set_ylim(max(0, min(fin) - 0.05), min(1.0, max(fin) + 0.02))
+        if fin and k in ("uncertainty", "created", "lost"): ax.set_ylim(0, max(fin) * 1.3 + 1e-4)
+        elif fin and k in ("ssim", "structure", "uniformity"): ax.set_ylim(max(0, min(fin) - 0.05), min(1.0, max(fin) + 0.02))
         elif fin: ax.set_ylim(min(fin) - 2, max(fin) + 1)
         ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
         ax.set_title(_LABELS[k], fontsize=8)

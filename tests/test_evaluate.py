@@ -121,3 +121,8 @@ def test_benchmark_workers_give_the_same_results_as_one_process(tmp_path):
         assert x["psnr"] == pytest.approx(y["psnr"], abs=1e-4) and x["ssim"] == pytest.approx(y["ssim"], abs=1e-5)
     with pytest.raises(ValueError, match="workers: expected an int >= 1, got 0"):
         benchmark(["hqg"], FUNDUS, out=tmp_path / "c", workers=0, **kw)
+
+
+def test_claim_check_does_not_judge_single_seeds():
+    s = {"hqg": {"psnr": (25.0, 0.0, 1)}, "cyclegan": {"psnr": (22.0, 0.0, 1)}}
+    assert claim_check(s, others=("cyclegan",)) == ["hqg vs cyclegan, PSNR (dB): 25 vs 22 (+3): not judged (one seed: no spread to compare with)"]
