@@ -19,7 +19,7 @@ from .drift import structure_drift, structure_vs_mask
 
 # %% auto #0
 __all__ = ['METRIC_LABELS', 'DIAGNOSTIC_LABELS', 'find_eval_set', 'guidance_code', 'make_enhancer', 'keep_fov_border',
-           'score_image', 'diagnose', 'summarize', 'metrics_table', 'evaluate']
+           'score_image', 'diagnose', 'mean_std', 'summarize', 'metrics_table', 'evaluate']
 
 # %% ../nbs/13a_evaluate.ipynb #c9b624c2
 def find_eval_set(data: str | Path, # dataset root, paired folder, CycleGAN root, or a plain folder of images
@@ -134,17 +134,19 @@ def diagnose(x_lq: torch.Tensor, # (1,C,H,W) input
                        for k in ("precision", "recall") for side in ("in", "out")})
     return scores, maps
 
-# %% ../nbs/13a_evaluate.ipynb #a6605655
-def _mean_std(vals: list[float]) -> tuple[float, float]:
-    v = [x for x in vals if not math.isnan(x)]
-    if not v: return math.nan, math.nan
-    mu = sum(v) / len(v)
-    return mu, (sum((x - mu) ** 2 for x in v) / (len(v) - 1)) ** 0.5 if len(v) > 1 else 0.0
+# %% ../nbs/13a_evaluate.ipynb #09fe322c
+def mean_std(values) -> tuple[float, float, int]:
+    "(mean, sample std, n) of a number or a sequence, NaN and None skipped; std 0 for n = 1, NaN for n = 0."
+    vals = [float(x) for x in (values if isinstance(values, (list, tuple)) else [values]) if x is not None]
+    ok = [x for x in vals if not math.isnan(x)]
+    if not ok: return math.nan, math.nan, 0
+    mu = sum(ok) / len(ok)
+    return mu, (sum((x - mu) ** 2 for x in ok) / (len(ok) - 1)) ** 0.5 if len(ok) > 1 else 0.0, len(ok)
 
 def summarize(rows: list[dict]) -> tuple[dict, dict]:
     "Mean and sample std (NaN skipped) of every numeric column of per-image rows."
     keys = [k for k in (rows[0] if rows else {}) if k != "image"]
-    ms = {k: _mean_std([float(r[k]) for r in rows]) for k in keys}
+    ms = {k: mean_std([float(r[k]) for r in rows]) for k in keys}
     return {k: v[0] for k, v in ms.items()}, {k: v[1] for k, v in ms.items()}
 
 def _fmt(mu: float, sd: float | None, digits: int) -> str:
