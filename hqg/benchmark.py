@@ -8,7 +8,7 @@ import csv, json, math, time
 from pathlib import Path
 import torch
 from .runs import load_config, train, new_run_dir, read_metrics
-from .evaluate import evaluate, mean_std, METRIC_LABELS, DIAGNOSTIC_LABELS, _fmt
+from .evaluate import evaluate, mean_std, METRIC_LABELS, DIAGNOSTIC_LABELS, _fmt, _guide_paths
 
 # %% auto #0
 __all__ = ['LEARNED', 'CLASSICAL_METHODS', 'DEFAULT_METHODS', 'method_config', 'check_methods', 'benchmark', 'summarize_runs',
@@ -57,9 +57,15 @@ def _train_one(cfg, run: Path, device: str) -> float:
     train(cfg, run_dir=run, device=device, progress=False, resume=last.is_file())
     return time.time() - t0
 
-def _evaluate_one(method, data, out: Path, device: str) -> dict:
+def _evaluate_one(method, data, out: Path, device: str, guides=None) -> dict:
     if (out / "metrics.json").is_file(): return json.loads((out / "metrics.json").read_text())
-    return evaluate(method, data, out, device=device, verbose=False, name=str(method))
+    return evaluate(method, data, out, device=device, verbose=False, name=str(method), guides=guides)
+
+def _row(m: str, s, train_s: float, r: dict) -> dict:
+    "One run's row: the evaluation's means (+ guidance spread/following when it was measured)."
+    g = r.get("guidance") or {}
+    return {"method": m, "seed": s, "train_s": train_s, **r["mean"],
+            **{f"guidance_{k}": g[k] for k in ("spread", "following") if k in g}}
 
 def _job(m: str, s: int, bench: Path, plan: dict, device: str, threads: int | None = None) -> dict:
     "Train (or resume) one learned method for one seed and evaluate it; returns the run's row."
@@ -73,8 +79,8 @@ def _job(m: str, s: int, bench: Path, plan: dict, device: str, threads: int | No
             t = _train_one(cfg, run, device) + (float(wp.read_text()) if wp.is_file() else 0.0)
             wp.write_text(f"{t:.1f}\n")
     wp = run / "wall_seconds.txt"
-    r = _evaluate_one(run / "checkpoints" / "last.pt", plan["data"], ev, device)
-    return {"method": m, "seed": s, "train_s": float(wp.read_text()) if wp.is_file() else math.nan, **r["mean"]}
+    r = _evaluate_one(run / "checkpoints" / "last.pt", plan["data"], ev, device, plan.get("guides"))
+    return _row(m, s, float(wp.read_text()) if wp.is_file() else math.nan, r)
 
 def _say(row: dict, verbose: bool) -> None:
     if verbose: print(f"{row['method']} seed {row['seed']}: " + ", ".join(f"{k} {row[k]:.4g}" for k in ("psnr", "ssim", "structure") if k in row), flush=True)
@@ -96,6 +102,7 @@ def benchmark(methods=DEFAULT_METHODS, # method names (see the table above)
               device: str = "auto",
               overrides: dict | None = None, # dotted config keys applied to every learned method
               workers: int = 1, # parallel training processes (one torch thread each); 1: in this process
+              guides: str | Path | list | None = None, # HQ guide images (folder or paths): guidance columns for HQG-Nets
               verbose: bool = True,
              ) -> Path: # the benchmark folder
     "Train every learned method for every seed with one budget, evaluate all, write the table and plots."
@@ -105,10 +112,13 @@ def benchmark(methods=DEFAULT_METHODS, # method names (see the table above)
         raise ValueError(f"workers: expected an int >= 1, got {workers!r}")
     for m in methods:  # every config is checked before anything is trained
         if m in LEARNED: method_config(m, preset, data=data, seed=0, steps=steps, overrides=overrides)
+    if guides is not None: guides = [str(p) for p in _guide_paths(guides)]  # checked (and fixed) before training
     bench = _latest_bench(Path(out)) if resume else new_run_dir(out)
     plan = {"methods": methods, "data": str(data), "preset": preset, "seeds": seeds, "steps": steps,
-            "overrides": overrides or {}}
-    if resume: plan = {**plan, **{k: json.loads((bench / "benchmark.json").read_text())[k] for k in plan}}
+            "overrides": overrides or {}, "guides": guides}
+    if resume:  # the stored plan wins (a plan from before `guides` existed keeps the one passed now)
+        stored = json.loads((bench / "benchmark.json").read_text())
+        plan = {**plan, **{k: stored[k] for k in plan if k in stored}}
     methods, seeds = plan["methods"], plan["seeds"]
     bench.mkdir(parents=True, exist_ok=True)
     (bench / "benchmark.json").write_text(json.dumps(plan, indent=1))
@@ -119,8 +129,8 @@ def benchmark(methods=DEFAULT_METHODS, # method names (see the table above)
     rows = []
     for m in methods:
         if m in CLASSICAL_METHODS:
-            r = _evaluate_one(m, plan["data"], bench / "eval" / m, device)
-            rows.append({"method": m, "seed": None, "train_s": 0.0, **r["mean"]})
+            r = _evaluate_one(m, plan["data"], bench / "eval" / m, device, plan["guides"])
+            rows.append(_row(m, None, 0.0, r))
             continue
         for s in seeds:
             done = (bench / "eval" / m / f"seed{s}" / "metrics.json").is_file()
@@ -132,8 +142,10 @@ def benchmark(methods=DEFAULT_METHODS, # method names (see the table above)
     return bench
 
 # %% ../nbs/13c_benchmark.ipynb #6d0c8184
-_KEYS = ("psnr", "ssim", "structure", "uniformity", "snr", "uncertainty", "created", "lost")
-_LABELS = {**METRIC_LABELS, **DIAGNOSTIC_LABELS}
+_KEYS = ("psnr", "ssim", "structure", "uniformity", "snr", "vessel_contrast", "noise", "border",
+         "uncertainty", "created", "lost", "guidance_spread", "guidance_following")
+_LABELS = {**METRIC_LABELS, **DIAGNOSTIC_LABELS, "guidance_spread": "guidance spread",
+           "guidance_following": "guidance following"}
 
 def summarize_runs(rows: list[dict]) -> dict:
     "{method: {metric: (mean over seeds, std over seeds, n)}} from per-run rows."
@@ -188,7 +200,8 @@ def _plot(summary: dict, path: Path) -> None:
         sd = [summary[m][k][1] if k in summary[m] else 0 for m in names]
         ax.bar(range(len(names)), mu, yerr=sd, capsize=2, color=["C0" if m.startswith("hqg") else "C7" for m in names])
         fin = [v for v in mu if not math.isnan(v)]
-        if fin and k in ("uncertainty", "created", "lost"): ax.set_ylim(0, max(fin) * 1.3 + 1e-4)
+        if fin and k in ("uncertainty", "created", "lost", "vessel_contrast", "noise", "border", "guidance_spread",
+                         "guidance_following"): ax.set_ylim(0, max(fin) * 1.3 + 1e-4)
         elif fin and k in ("ssim", "structure", "uniformity"): ax.set_ylim(max(0, min(fin) - 0.05), min(1.0, max(fin) + 0.02))
         elif fin: ax.set_ylim(min(fin) - 2, max(fin) + 1)
         ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)

@@ -16,6 +16,31 @@ __all__ = ['DEFAULT_MODEL', 'DEMO_STEPS', 'BENCH_IMAGE_SIZE', 'enhance_files', '
 # %% ../nbs/14_cli.ipynb #fe4f0e26
 from .runs import new_run_dir
 
+# %% ../nbs/14_cli.ipynb #dbfd8570
+def _fov_source(net, fov) -> str | Path:
+    "Resolve `fov` of `enhance_files`: 'auto' or 'none' (None: the model's setting), or a mask file or folder."
+    if fov is None: return net.fov
+    if isinstance(fov, str) and fov in ("auto", "none"): return fov
+    if not isinstance(fov, (str, Path)): raise ValueError(f"fov: expected None, 'auto', 'none' or a path, got {fov!r}")
+    if not Path(fov).exists():
+        raise FileNotFoundError(f"{fov}: no such mask file or folder (--fov expects auto, none, or a mask path)")
+    return Path(fov)
+
+def _mask_for(src: Path, # a mask image, or a folder of them
+              image: Path, # the image the mask is for (a folder's mask has the same stem)
+              size: tuple[int, int], # the image's (H, W)
+              masks: dict | None = None, # {stem: path} of the folder `src`
+             ) -> torch.Tensor: # bool (1,1,H,W): True inside the field of view
+    "The field-of-view mask of `image`: `src` itself, or the mask named like it in the folder `src`."
+    from hqg.io import read_image
+    f = masks.get(image.stem) if masks is not None else src
+    if f is None: raise ValueError(f"no mask named {image.stem}.* in {src}")
+    m = read_image(f, channels=1)
+    if tuple(m.shape[-2:]) != tuple(size):
+        raise ValueError(f"mask {f} is {m.shape[-1]}x{m.shape[-2]} but image {image.name} is "
+                         f"{size[1]}x{size[0]} (width x height)")
+    return (m > 0.5 * m.max())[None]  # white (any bit depth) = inside
+
 # %% ../nbs/14_cli.ipynb #97922837
 from .evaluate import guidance_code  # re-exported: `hqg.cli.guidance_code` is used by notebooks
 
@@ -25,9 +50,10 @@ def enhance_files(net, # an HQGNet (e.g. `HQGNet.from_checkpoint(path)`)
                   guidance: str | Path | None = None, # HQ image file or folder; None: the model's default code
                   temperature: float = 0.0, # VNM sampling temperature (0: deterministic)
                   seed: int = 0, # seed for temperature > 0
-                  keep_fov: str | bool = "auto", # copy the dark border of whole field-of-view images from the input
+                  keep_fov: str | bool = "auto", # copy the input's border ("auto": only when the black border is off)
                   device: str = "auto",
                   uncertainty: int = 0, # n > 1: also write NAME_uncertainty.tif, the per-pixel std of n samples (tau=1)
+                  fov: str | Path | None = None, # black border: None = the model's `fov`, "auto", "none", a mask file/folder
                  ) -> tuple[list[Path], list[tuple[Path, str]]]:
     "Enhance image files; return (written paths, [(failed path, reason)]). Never overwrites an input."
     from hqg.io import read_image, write_image, list_images, image_info, ImageReadError
@@ -43,6 +69,8 @@ def enhance_files(net, # an HQGNet (e.g. `HQGNet.from_checkpoint(path)`)
     out = Path(output)
     if any(p.parent.resolve() == out.resolve() for p in paths):
         raise ValueError(f"{out}: output folder is an input folder; choose another so inputs are never overwritten")
+    mode = _fov_source(net, fov)
+    masks = {q.stem: q for q in list_images(mode)} if isinstance(mode, Path) and mode.is_dir() else None
     code = guidance_code(net, guidance, dev)
     if code is None and not net.has_default_guidance:
         raise ValueError("the checkpoint has no default guidance code; pass --guidance IMAGE|FOLDER")
@@ -54,10 +82,13 @@ def enhance_files(net, # an HQGNet (e.g. `HQGNet.from_checkpoint(path)`)
         except (ImageReadError, OSError) as e:
             failed.append((p, str(e))); continue
         xin = convert_channels(x, net.in_channels).to(dev)
-        y = net.enhance(xin[None], code=code, temperature=temperature, generator=gen)[0]
-        if keep_fov and x.shape[0] == 3:
-            fov = estimate_fov(xin)
-            if keep_fov is True or fov.float().mean() < 0.95: y = torch.where(fov, y, xin)
+        try: m = net.fov_mask(xin, mode) if isinstance(mode, str) else _mask_for(mode, p, x.shape[-2:], masks).to(dev)
+        except (ImageReadError, OSError, ValueError) as e:
+            failed.append((p, str(e))); continue
+        y = net.enhance(xin[None], code=code, temperature=temperature, generator=gen, fov="none" if m is None else m)[0]
+        if keep_fov and x.shape[0] == 3 and (keep_fov is True or m is None):  # copy the input's border
+            f = estimate_fov(xin) if m is None else m[0]
+            if keep_fov is True or f.float().mean() < 0.95: y = torch.where(f, y, xin)
         y = convert_channels(y.cpu(), info.channels)
         name, bits = p.name, info.bits
         if info.format == "dicom": name, bits = p.stem + ".png", 16
@@ -68,7 +99,8 @@ def enhance_files(net, # an HQGNet (e.g. `HQGNet.from_checkpoint(path)`)
         if uncertainty:
             from hqg.uncertainty import enhance_samples, uncertainty_map
             smp = enhance_samples(net, xin[None], code=code, n=uncertainty, temperature=1.0, seed=seed)
-            write_image(out / f"{Path(name).stem}_uncertainty.tif", uncertainty_map(smp.std)[0].cpu(), bits=32)
+            u = uncertainty_map(smp.std)[0] if m is None else uncertainty_map(smp.std)[0] * m[0]  # 0 outside the FOV
+            write_image(out / f"{Path(name).stem}_uncertainty.tif", u.cpu(), bits=32)
     return written, failed
 
 # %% ../nbs/14_cli.ipynb #f41a0af6
@@ -80,11 +112,13 @@ def export_model(checkpoint: str | Path, # a training checkpoint (last.pt) or a 
                  out: str | Path, # the model file to write
                  half: bool = True, # store floating-point weights as float16
                  provenance: dict | None = None, # extra plain-data provenance (e.g. the command)
+                 fov: str | None = None, # store enhance's default field-of-view handling ("auto"/"none"); None: keep
                 ) -> Path:
     "Write the inference model of `checkpoint` (EMA generator, encoders, default guidance) small, with provenance."
     from hqg.networks import HQGNet
     from hqg.training import save_atomic
     net = HQGNet.from_checkpoint(checkpoint)  # validates the file (clear errors)
+    if fov is not None: net.fov = fov
     ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
     d = net.checkpoint_dict()
     if half: d["model"] = {k: v.half() if v.is_floating_point() else v for k, v in d["model"].items()}
@@ -246,7 +280,7 @@ def _cmd_train(a):
 
 def _cmd_export(a):
     p = export_model(a.checkpoint, a.out, half=not a.float32,
-                     provenance={"command": a.command_note} if a.command_note else None)
+                     provenance={"command": a.command_note} if a.command_note else None, fov=a.fov)
     print(f"model written to {p} ({p.stat().st_size / 2**20:.2f} MiB)")
 
 def _notebook_params(a) -> dict:
@@ -293,7 +327,7 @@ def _cmd_enhance(a):
     net = HQGNet.from_checkpoint(a.checkpoint or default_checkpoint())
     written, failed = enhance_files(net, a.input, a.output, guidance=a.guidance, temperature=a.temperature,
                                     seed=a.seed, keep_fov={"auto": "auto", "on": True, "off": False}[a.keep_fov],
-                                    device=a.device, uncertainty=a.uncertainty)
+                                    device=a.device, uncertainty=a.uncertainty, fov=a.fov)
     for p, why in failed: print(f"hqg: skipped {p}: {why}", file=sys.stderr)
     print(f"enhanced {len(written)} image(s) into {a.output}" + (f"; {len(failed)} failed" if failed else ""))
     return 1 if failed else 0
@@ -324,8 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--guidance", default=None, help="HQ guidance image or folder (default: the checkpoint's code)")
     e.add_argument("--temperature", type=float, default=0.0, help="VNM sampling temperature (0 = deterministic)")
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--fov", default=None, metavar="{auto,none,PATH}",
+                   help="black outside the field of view: auto (estimated per image), none, or a mask image or a "
+                        "folder of masks named like the inputs (white = inside); default: the model's setting")
     e.add_argument("--keep-fov", choices=["auto", "on", "off"], default="auto",
-                   help="copy the dark border of whole field-of-view images from the input (auto: when present)")
+                   help="copy the dark border of whole field-of-view images from the input (auto: when present "
+                        "and the black border of --fov is off)")
     e.add_argument("--device", default="auto")
     e.add_argument("--uncertainty", type=int, nargs="?", const=8, default=0, metavar="N",
                    help="also write NAME_uncertainty.tif (float32): per-pixel std of N variational samples (default 8)")
@@ -355,6 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--checkpoint", required=True); x.add_argument("--out", required=True)
     x.add_argument("--float32", action="store_true", help="keep float32 weights")
     x.add_argument("--command-note", default=None, help="how the checkpoint was made (stored as provenance)")
+    x.add_argument("--fov", choices=["auto", "none"], default=None,
+                   help="store enhance's default: auto = black outside the field of view (default: keep the checkpoint's)")
     x.set_defaults(func=_cmd_export)
     d = sub.add_parser("demo", help="the main job on data_samples/fundus: train (papermill), enhance, score, plot")
     d.add_argument("--data", default="data_samples"); d.add_argument("--out", default="runs/demo")

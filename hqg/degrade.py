@@ -13,9 +13,10 @@ from PIL import Image
 from .core import check_image, as_batch, unbatch, convert_channels
 
 # %% auto #0
-__all__ = ['DEGRADATIONS', 'PRESETS', 'smooth_field', 'render_capsules', 'murray_split', 'synth_vessels', 'synth_nerves',
-           'illumination_field', 'uneven_illumination', 'adjust_gamma', 'reduce_contrast', 'disc_kernel',
-           'defocus_blur', 'haze', 'gaussian_noise', 'poisson_noise', 'jpeg', 'estimate_fov', 'degrade', 'replay']
+__all__ = ['FOV_BORDER', 'DEGRADATIONS', 'PRESETS', 'smooth_field', 'render_capsules', 'murray_split', 'synth_vessels',
+           'synth_nerves', 'fov_mask', 'illumination_field', 'uneven_illumination', 'adjust_gamma', 'reduce_contrast',
+           'disc_kernel', 'defocus_blur', 'haze', 'gaussian_noise', 'poisson_noise', 'jpeg', 'estimate_fov', 'degrade',
+           'replay']
 
 # %% ../nbs/03_degrade.ipynb #fc0fd0ab
 def smooth_field(size: tuple[int, int], # (H, W) of the field
@@ -244,16 +245,25 @@ def _prep(x: torch.Tensor, fov) -> tuple[torch.Tensor, bool, torch.Tensor | None
     if isinstance(fov, str) and fov == "auto": return xb, added, estimate_fov(xb)
     if not isinstance(fov, torch.Tensor):
         raise ValueError(f"fov: expected a mask tensor, 'auto' or None, got {type(fov).__name__}")
-    m = fov[None, None] if fov.ndim == 2 else fov[None] if fov.ndim == 3 else fov
-    if m.ndim != 4 or m.shape[1] != 1 or m.shape[0] not in (1, xb.shape[0]) or m.shape[-2:] != xb.shape[-2:]:
-        raise ValueError(f"fov: expected a mask (H,W), (1,H,W) or (B,1,H,W) matching x of shape "
-                         f"{tuple(x.shape)}, got {tuple(fov.shape)}")
-    return xb, added, (m if m.dtype == torch.bool else m > 0.5).to(xb.device)
+    return xb, added, fov_mask(fov, xb)
 
 def _finish(y: torch.Tensor, xb: torch.Tensor, m: torch.Tensor | None, added: bool) -> torch.Tensor:
     "Clip to [0,1], keep x outside the FOV, restore dtype and batching."
     y = y.clamp(0, 1).to(xb.dtype)
     return unbatch(y if m is None else torch.where(m, y, xb), added)
+
+# %% ../nbs/03_degrade.ipynb #59f71272
+def fov_mask(fov: torch.Tensor, # (H,W), (1,H,W) or (B,1,H,W): bool, or float with > 0.5 = inside
+             x: torch.Tensor, # (B,C,H,W) image(s) the mask belongs to
+             name: str = "fov", # argument name used in errors
+            ) -> torch.Tensor: # bool (B|1,1,H,W) on x's device
+    "Check a field-of-view mask against x and return it as a bool (B|1,1,H,W) tensor on x's device."
+    if not isinstance(fov, torch.Tensor): raise ValueError(f"{name}: expected a mask tensor, got {type(fov).__name__}")
+    m = fov[None, None] if fov.ndim == 2 else fov[None] if fov.ndim == 3 else fov
+    if m.ndim != 4 or m.shape[1] != 1 or m.shape[0] not in (1, x.shape[0]) or m.shape[-2:] != x.shape[-2:]:
+        raise ValueError(f"{name}: expected a mask (H,W), (1,H,W) or (B,1,H,W) matching images of shape "
+                         f"{tuple(x.shape)}, got {tuple(fov.shape)}")
+    return (m if m.dtype == torch.bool else m > 0.5).to(x.device)
 
 # %% ../nbs/03_degrade.ipynb #e2367ae9
 def illumination_field(size: tuple[int, int], # (H, W)
@@ -413,26 +423,58 @@ def jpeg(x: torch.Tensor, # (C,H,W) or (B,C,H,W) in [0,1]
     return _finish(y, xb, m, added), dict(quality=q, subsampling=subsampling)
 
 # %% ../nbs/03_degrade.ipynb #ee52661b
+FOV_BORDER = dict(agree=0.08, snr=10.0, stable=0.8, min_cover=0.4)  # when a grey corner level counts as a border
+
+def _median3(x: torch.Tensor) -> torch.Tensor:
+    "Separable 3-tap median of (B,1,H,W), along rows then columns: noise goes down, steps stay in place."
+    x = F.pad(x, (1, 1, 0, 0), mode="replicate"); x = torch.stack([x[..., :-2], x[..., 1:-1], x[..., 2:]]).median(0).values
+    x = F.pad(x, (0, 0, 1, 1), mode="replicate")
+    return torch.stack([x[..., :-2, :], x[..., 1:-1, :], x[..., 2:, :]]).median(0).values
+
+def _open(m: torch.Tensor, k: int) -> torch.Tensor:
+    "Morphological opening (erode, then dilate) of a bool (B,1,H,W) mask with a k×k square."
+    return F.max_pool2d(-F.max_pool2d(-m.float(), k, 1, k // 2), k, 1, k // 2) > 0.5
+
+def _fill_spans(m: torch.Tensor) -> torch.Tensor:
+    "Keep the pixels inside both their row's and their column's span of True pixels (a convex fill)."
+    H, W = m.shape[-2:]
+    iw, ih = torch.arange(W, device=m.device), torch.arange(H, device=m.device)[:, None]
+    rows = (iw >= torch.where(m, iw, W).amin(-1, keepdim=True)) & (iw <= torch.where(m, iw, -1).amax(-1, keepdim=True))
+    cols = (ih >= torch.where(m, ih, H).amin(-2, keepdim=True)) & (ih <= torch.where(m, ih, -1).amax(-2, keepdim=True))
+    return rows & cols
+
+def _corner_levels(lum: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    "Of (B,1,H,W): the four corner patches' medians (B,4), and the darkest patch's median b and std s (B,)."
+    B, _, H, W = lum.shape; p = max(3, min(H, W) // 12)
+    c = torch.stack([lum[:, 0, :p, :p], lum[:, 0, :p, -p:], lum[:, 0, -p:, :p], lum[:, 0, -p:, -p:]], 1).flatten(2)
+    med = c.median(-1).values; b, i = med.min(1)
+    return med, b, c[torch.arange(B), i].std(-1)
+
+# %% ../nbs/03_degrade.ipynb #0c80b0b0
 def estimate_fov(x: torch.Tensor, # (C,H,W) or (B,C,H,W) in [0,1]
-                 threshold: float = 0.1, # inside: luminance > threshold · its 99th percentile
+                 threshold: float = 0.1, # theta (see above): black border when b <= theta p99, inside > theta p99
                  kernel: int | None = None, # opening size (odd); None: about 1.5 % of min(H, W)
                  fill: bool = True, # fill row/column spans (convex FOV)
                 ) -> torch.Tensor:
-    "Estimate the field of view: a bool mask (1,H,W) or (B,1,H,W) following x's batching."
+    "Estimate the field of view: a bool mask (1,H,W) or (B,1,H,W) following x's batching; all True without a border."
     check_image(x); xb, added = as_batch(x)
     k = kernel or max(3, (min(xb.shape[-2:]) * 3 // 200) | 1)
     if k % 2 == 0 or k < 1: raise ValueError(f"kernel: expected an odd size >= 1, got {k}")
-    lum = convert_channels(xb, 1).float()
-    ref = torch.quantile(lum.flatten(1), 0.99, dim=1).clamp_min(1e-6)
-    m = (lum > threshold * ref[:, None, None, None]).float()
-    m = F.max_pool2d(-F.max_pool2d(-m, k, 1, k // 2), k, 1, k // 2) > 0.5     # opening: erode, dilate
-    if fill:                                                                    # row spans ∩ column spans
-        H, W = m.shape[-2:]
-        iw, ih = torch.arange(W, device=m.device), torch.arange(H, device=m.device)[:, None]
-        rows = (iw >= torch.where(m, iw, W).amin(-1, keepdim=True)) & (iw <= torch.where(m, iw, -1).amax(-1, keepdim=True))
-        cols = (ih >= torch.where(m, ih, H).amin(-2, keepdim=True)) & (ih <= torch.where(m, ih, -1).amax(-2, keepdim=True))
-        m = rows & cols
-    return unbatch(m, added)
+    raw = convert_channels(xb, 1).float(); lum = _median3(raw)
+    p99 = lambda v: torch.quantile(v.flatten(1), 0.99, dim=1)
+    med, b, s = _corner_levels(lum); s = s.clamp_min(1 / 255)
+    f = p99(lum); d = f - b
+    black = b <= threshold * f
+    tau = b + torch.minimum(torch.maximum(threshold * d, 4 * s), 0.5 * d)
+    col = lambda t: t[:, None, None, None]
+    classic = raw > col(threshold * p99(raw).clamp_min(1e-6))                       # black border: as before
+    m_open = _open(torch.where(col(black), classic, lum > col(tau)), k)
+    m, m_hi = _fill_spans(m_open), _fill_spans(_open(lum > col(tau + 0.1 * d), k))
+    bg, bg_hi = 1 - m.float().mean((1, 2, 3)), 1 - m_hi.float().mean((1, 2, 3))
+    c = FOV_BORDER
+    grey = (med.amax(1) - b <= c["agree"] * d + 1 / 255) & (d >= c["snr"] * s) & (bg >= c["stable"] * bg_hi)
+    border = (black | grey) & (bg <= 1 - c["min_cover"])
+    return unbatch((m if fill else m_open) | ~col(border), added)
 
 # %% ../nbs/03_degrade.ipynb #3d0601f5
 DEGRADATIONS: dict[str, Callable] = dict(

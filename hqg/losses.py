@@ -19,7 +19,8 @@ __all__ = ['GAN_KINDS', 'WAVELET_BANDS', 'FEATURE_DISTANCES', 'TERM_NAMES', 'gan
            'GANLossG', 'R1Penalty', 'wavelet_content_loss', 'WaveletContentLoss', 'frozen_params', 'instance_normalize',
            'feature_loss', 'multi_encoder_feature_loss', 'FeatureLoss', 'MultiEncoderFeatureLoss',
            'load_feature_encoder', 'structure_loss', 'StructureLoss', 'illumination_loss', 'IlluminationLoss',
-           'dice_loss', 'seg_loss', 'DiceLoss', 'SegLoss', 'HQGLoss']
+           'dark_fov', 'band_pass', 'vessel_scale_contrast', 'style_statistics', 'style_loss', 'StyleLoss', 'dice_loss',
+           'seg_loss', 'DiceLoss', 'SegLoss', 'HQGLoss']
 
 # %% ../nbs/07_losses.ipynb #2878a250
 GAN_KINDS = ("nonsat", "lsgan", "hinge")
@@ -111,6 +112,8 @@ def wavelet_content_loss(x_lq: torch.Tensor, # (B,C,H,W) or (C,H,W) input y, val
                          level_weights: Sequence[float] | None = None, # J weights, finest level first (None: 1/J each)
                          ll_weight: float = 0.0, # weight of the coarse LL band (0: illumination left free)
                          normalize: bool = True, # make each image's coefficients invariant to a contrast gain
+                         per_level: bool = False, # normalise each level by its own RMS (a gain per scale is free)
+                         beta: float = 0.0, # 0: L1; > 0: smooth L1 (Huber) with this threshold, quadratic below it
                          mode: str = "periodization", # DWT boundary mode (see hqg.wavelets)
                          eps: float = 1e-12, # floor added to the mean square before the square root
                         ) -> torch.Tensor:
@@ -129,11 +132,13 @@ def wavelet_content_loss(x_lq: torch.Tensor, # (B,C,H,W) or (C,H,W) input y, val
     coeffs = wavedec2(x, wavelet=wavelet, level=levels, mode=mode)
     idx = [WAVELET_BANDS.index(b) for b in bands]
     det = [torch.stack([coeffs[-j][i] for i in idx], 2) for j in range(1, levels + 1)]  # (2B,C,nb,h,w), finest first
-    if normalize:
+    if normalize and per_level: det = [d / (d.pow(2).mean((2, 3, 4)) + eps).sqrt()[..., None, None, None] for d in det]
+    elif normalize:
         ms = sum(d.pow(2).mean((2, 3, 4)) for d in det) / levels             # (2B,C)
         s = (ms + eps).sqrt()[..., None, None, None]
         det = [d / s for d in det]
-    loss = sum(w * (a - b).abs().mean() for w, (a, b) in zip(lw, (d.chunk(2) for d in det)))
+    dist = (lambda a, b: (a - b).abs().mean()) if beta <= 0 else (lambda a, b: F.smooth_l1_loss(a, b, beta=beta))
+    loss = sum(w * dist(a, b) for w, (a, b) in zip(lw, (d.chunk(2) for d in det)))
     if ll_weight:
         ll = coeffs[0]
         if normalize:
@@ -147,11 +152,11 @@ class WaveletContentLoss(nn.Module):
     "Module form of `wavelet_content_loss` (same arguments, fixed at construction)."
     def __init__(self, wavelet: str = "haar", levels: int = 3, bands: Sequence[str] = WAVELET_BANDS,
                  level_weights: Sequence[float] | None = None, ll_weight: float = 0.0,
-                 normalize: bool = True, mode: str = "periodization", eps: float = 1e-12):
+                 normalize: bool = True, per_level: bool = False, beta: float = 0.0, mode: str = "periodization", eps: float = 1e-12):
         super().__init__()
         self.kw = dict(wavelet=wavelet, levels=levels, bands=tuple(bands), ll_weight=ll_weight,
                        level_weights=None if level_weights is None else tuple(level_weights),
-                       normalize=normalize, mode=mode, eps=eps)
+                       normalize=normalize, per_level=per_level, beta=beta, mode=mode, eps=eps)
     def forward(self, x_lq, x_enh): return wavelet_content_loss(x_lq, x_enh, **self.kw)
     def extra_repr(self): return ", ".join(f"{k}={v!r}" for k, v in self.kw.items())
 
@@ -323,6 +328,72 @@ class IlluminationLoss(nn.Module):
     def forward(self, x_enh): return illumination_loss(x_enh, **self.kw)
     def extra_repr(self): return ", ".join(f"{k}={v!r}" for k, v in self.kw.items())
 
+# %% ../nbs/07_losses.ipynb #44ff60d7
+def dark_fov(x: torch.Tensor, # (B,C,H,W) in [0,1]
+             threshold: float = 0.04, # inside: 5x5 mean luminance above this
+            ) -> torch.Tensor: # (B,1,H,W) float mask, 1 inside
+    "A quick field-of-view mask for losses: everything that is not (near-)black border (pixel and 5x5 mean)."
+    lum = x.mean(1, keepdim=True)
+    return ((F.avg_pool2d(lum, 5, 1, 2, count_include_pad=False) > threshold) & (lum > threshold / 2)).to(x.dtype)
+
+def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    k = min(2 * int(3 * sigma + 0.5) + 1, 2 * min(x.shape[-2:]) - 1)  # odd; reflect padding needs k // 2 < H, W
+    return kornia.filters.gaussian_blur2d(x, (k, k), (sigma, sigma), border_type="reflect")
+
+def band_pass(x: torch.Tensor, sigmas: tuple[float, float] = (1.5, 4.0)) -> torch.Tensor:
+    "Luminance band-pass (difference of Gaussians) of a (B,C,H,W) image: (B,1,H,W), the vessel scale by default."
+    lum = x.mean(1, keepdim=True)
+    return _blur(lum, sigmas[0]) - _blur(lum, sigmas[1])
+
+def _masked_mean(v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return (v * w).sum((2, 3)) / w.sum((2, 3)).clamp_min(1.0)
+
+def vessel_scale_contrast(x: torch.Tensor, # (B,C,H,W) in [0,1]
+                          fov: torch.Tensor, # (B|1,1,H,W) mask, 1 inside
+                          sigmas: tuple[float, float] = (1.5, 4.0), eps: float = 1e-6,
+                         ) -> torch.Tensor: # (B,)
+    "RMS of the luminance band-pass inside the FOV eroded by ~2 sigma_2 (so the FOV's own edge does not count)."
+    w = fov.to(x.dtype).expand(x.shape[0], 1, *x.shape[-2:])
+    r = int(2 * sigmas[1]) | 1
+    inner = -F.max_pool2d(-w, 2 * r + 1, 1, r)
+    inner = torch.where(inner.sum((2, 3), keepdim=True) > 0, inner, w)
+    return (_masked_mean(band_pass(x, sigmas) ** 2, inner) + eps).sqrt()[:, 0]
+
+# %% ../nbs/07_losses.ipynb #fc1a63d9
+def style_statistics(x: torch.Tensor, # (B,C,H,W) in [0,1]
+                     fov: torch.Tensor | None = None, # (B|1,1,H,W) mask, 1 inside; None: `dark_fov(x)`
+                     sigmas: tuple[float, float] = (1.5, 4.0), # band-pass of the contrast statistic
+                     eps: float = 1e-6,
+                    ) -> torch.Tensor: # (B, 2C+1): means, spreads, contrast
+    "Acquisition-style statistics inside the FOV: per-channel mean and std, and the vessel-scale contrast."
+    check_image(x, name="x", ndim=4)
+    w = dark_fov(x) if fov is None else fov.to(x.dtype).expand(x.shape[0], 1, *x.shape[-2:])
+    mean = _masked_mean(x, w)
+    std = (_masked_mean((x - mean[..., None, None]) ** 2, w) + eps).sqrt()
+    return torch.cat([mean, std, vessel_scale_contrast(x, w, sigmas, eps)[:, None]], 1)
+
+def style_loss(x_enh: torch.Tensor, # (B,C,H,W) enhanced images
+               x_ref: torch.Tensor, # (B or 1,C,H,W) guides z (a constant target)
+               fov_enh: torch.Tensor | None = None, # FOV of x_enh (e.g. `dark_fov(x_lq)`); None: dark_fov(x_enh)
+               fov_ref: torch.Tensor | None = None, # FOV of x_ref; None: dark_fov(x_ref)
+               contrast_weight: float = 0.25, # w_kappa
+              ) -> torch.Tensor:
+    "Guide-style consistency (scalar): L1 of FOV colour means/spreads + w_kappa |log contrast ratio|."
+    check_image(x_enh, name="x_enh", ndim=4); check_image(x_ref, name="x_ref", ndim=4)
+    if x_ref.shape[1] != x_enh.shape[1] or x_ref.shape[0] not in (1, x_enh.shape[0]):
+        raise ValueError(f"x_ref: expected (1 or {x_enh.shape[0]},{x_enh.shape[1]},H,W) like x_enh, got {tuple(x_ref.shape)}")
+    se = style_statistics(x_enh, fov_enh)
+    with torch.no_grad(): sr = style_statistics(x_ref, fov_ref).expand_as(se)
+    c2 = 2 * x_enh.shape[1]
+    return (se[:, :c2] - sr[:, :c2]).abs().mean() + contrast_weight * (se[:, c2:].log() - sr[:, c2:].log()).abs().mean()
+
+class StyleLoss(nn.Module):
+    "Module form of `style_loss`."
+    def __init__(self, contrast_weight: float = 0.25): super().__init__(); self.contrast_weight = contrast_weight
+    def forward(self, x_enh, x_ref, fov_enh=None, fov_ref=None):
+        return style_loss(x_enh, x_ref, fov_enh, fov_ref, self.contrast_weight)
+    def extra_repr(self): return f"contrast_weight={self.contrast_weight}"
+
 # %% ../nbs/07_losses.ipynb #d3a1c6df
 def _check_seg(logits, mask):
     for t, n in ((logits, "logits"), (mask, "mask")):
@@ -364,7 +435,7 @@ class SegLoss(nn.Module):
     def forward(self, logits, mask): return seg_loss(logits, mask, **self.kw)
 
 # %% ../nbs/07_losses.ipynb #06c84d31
-TERM_NAMES = ("adv", "wavelet", "feat", "cons", "struct", "illum", "kl", "seg")
+TERM_NAMES = ("adv", "wavelet", "feat", "cons", "struct", "illum", "kl", "seg", "style")
 
 def _need(term, weight, **inputs):
     missing = [k for k, v in inputs.items() if v is None]
@@ -382,25 +453,29 @@ class HQGLoss(nn.Module):
                  feat_distance: str = "l1", feat_normalize: bool = True, # content term (enc_gen, enc_extra)
                  cons_distance: str = "l1", cons_normalize: bool = True, # consistency term (enc_hq)
                  struct_window: int = 11, illum_patch_sizes: Sequence[int] = (48, 96),
-                 seg_w_dice: float = 1.0, seg_w_bce: float = 1.0):
+                 seg_w_dice: float = 1.0, seg_w_bce: float = 1.0,
+                 lambda_style: float = 0.0, style_contrast_weight: float = 0.25, # guide-style consistency (z vs x̂)
+                 wavelet_per_level: bool = False, wavelet_beta: float = 0.0):
         super().__init__()
         self.weights = dict(adv=lambda_adv, wavelet=lambda_wavelet, feat=lambda_feat, cons=lambda_cons,
-                            struct=lambda_struct, illum=lambda_illum, kl=lambda_kl, seg=lambda_seg)
+                            struct=lambda_struct, illum=lambda_illum, kl=lambda_kl, seg=lambda_seg, style=lambda_style)
         for k, v in self.weights.items():
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
                 raise ValueError(f"lambda_{k}: expected a number >= 0, got {v!r}")
         _check_kind(gan_kind); self.gan_kind = gan_kind
         self.wavelet = WaveletContentLoss(wavelet=wavelet, levels=levels, bands=bands, level_weights=level_weights,
-                                          ll_weight=ll_weight, normalize=wavelet_normalize)
+                                          ll_weight=ll_weight, normalize=wavelet_normalize,
+                                          per_level=wavelet_per_level, beta=wavelet_beta)
         self.feat = MultiEncoderFeatureLoss(distance=feat_distance, normalize=feat_normalize)
         self.cons = FeatureLoss(distance=cons_distance, normalize=cons_normalize)
         self.struct, self.illum = StructureLoss(window=struct_window), IlluminationLoss(patch_sizes=illum_patch_sizes)
         self.seg = SegLoss(w_dice=seg_w_dice, w_bce=seg_w_bce)
+        self.style = StyleLoss(contrast_weight=style_contrast_weight)
 
     def forward(self, x_lq: torch.Tensor, # (B,C,H,W) LQ input y
                 x_enh: torch.Tensor, # (B,C,H,W) enhanced x̂ = G(y, z)
                 fake_logits=None, # D(x̂) logits (tensor or list), for "adv"
-                x_hq: torch.Tensor | None = None, # (B or 1,C,H,W) guidance z, for "cons"
+                x_hq: torch.Tensor | None = None, # (B or 1,C,H,W) guidance z, for "cons" and "style"
                 kl: torch.Tensor | None = None, # KL from the generator (its mean is used), for "kl"
                 enc_gen: Callable | None = None, # the generator's encoder, for "feat"
                 enc_hq: Callable | None = None, # the guidance encoder E_g, for "cons"
@@ -420,6 +495,7 @@ class HQGLoss(nn.Module):
         if lam["struct"]: v["struct"] = self.struct(x_lq, x_enh)
         if lam["illum"]: v["illum"] = self.illum(x_enh)
         if lam["kl"]: _need("kl", lam["kl"], kl=kl); v["kl"] = kl.mean()
+        if lam["style"]: _need("style", lam["style"], x_hq=x_hq); v["style"] = self.style(x_enh, x_hq, dark_fov(x_lq))
         if lam["seg"]: _need("seg", lam["seg"], seg_logits=seg_logits, mask=mask); v["seg"] = self.seg(seg_logits, mask)
         total = sum((lam[k] * t for k, t in v.items()), x_enh.new_zeros(()))
         terms = {k: v[k].detach().float() if k in v else torch.zeros((), device=x_enh.device) for k in TERM_NAMES}

@@ -13,12 +13,13 @@ import torch.nn.functional as F
 from . import __version__
 from .core import check_image, as_batch, unbatch, to_signed, pad_to_multiple, crop_to, get_device
 from .vnm import VariationalNorm, VNMBlock, AdaLIN
+from .degrade import estimate_fov, fov_mask
 
 # %% auto #0
-__all__ = ['PRESETS', 'VARIANTS', 'RELEASED_PARAMS', 'GuidanceEncoder', 'GuidanceDecoder', 'GuidanceAutoencoder', 'freeze',
-           'unfreeze', 'pretrain_guidance_encoder', 'GenOutput', 'Generator', 'Discriminator', 'Segmenter',
-           'resolve_config', 'HQGNet', 'mean_guidance_code', 'count_params', 'estimate_macs', 'model_summary',
-           'bench_generator']
+__all__ = ['PRESETS', 'VARIANTS', 'RELEASED_PARAMS', 'FOV_MODES', 'FOV_COVER', 'GuidanceEncoder', 'GuidanceDecoder',
+           'GuidanceAutoencoder', 'freeze', 'unfreeze', 'pretrain_guidance_encoder', 'GenOutput', 'Generator',
+           'Discriminator', 'Segmenter', 'resolve_config', 'HQGNet', 'mean_guidance_code', 'encode_tiled',
+           'count_params', 'estimate_macs', 'model_summary', 'bench_generator']
 
 # %% ../nbs/06_networks.ipynb #8cf6d8a9
 def _norm(kind: str, c: int) -> nn.Module:
@@ -410,6 +411,8 @@ def resolve_config(size: str = "tiny", variant: str = "hqg", **overrides) -> dic
     return cfg
 
 # %% ../nbs/06_networks.ipynb #d84fbc6d
+FOV_MODES = ("auto", "none")  # HQGNet(fov=...): what `enhance` does outside the field of view by default
+
 class HQGNet(nn.Module):
     "HQG-Net's networks: generator `gen`, discriminator `disc`, guidance encoder `enc_hq`, optional segmenter `seg`."
     def __init__(self, in_channels: int = 3, # image channels, 1 or 3
@@ -417,12 +420,19 @@ class HQGNet(nn.Module):
                  variant: str = "hqg", # "hqg", "deterministic" (ablation) or "official"/"hqg-official"
                  with_seg: bool = False, # also build the segmenter `seg` (bi-level learning)
                  freeze_guidance: bool = True, # keep enc_hq frozen (eval, no grad); False to fine-tune it
+                 fov: str = "none", # enhance's default: "auto" = black outside the estimated field of view, or "none"
+                 guide_tile: int | None = None, # guidance codes at the training scale: mean over windows of this side
                  **overrides, # any key of PRESETS[size], e.g. gen_base=8
                 ):
         super().__init__()
         if in_channels not in (1, 3): raise ValueError(f"in_channels: expected 1 or 3, got {in_channels}")
         self.model_config = dict(in_channels=in_channels, size=size, variant=variant, with_seg=with_seg,
                                  freeze_guidance=freeze_guidance, **overrides)
+        self.fov = fov  # checked; kept in model_config when it is not "none"
+        if guide_tile is not None:
+            if isinstance(guide_tile, bool) or not isinstance(guide_tile, int) or guide_tile < 8:
+                raise ValueError(f"guide_tile: expected None or an int >= 8, got {guide_tile!r}")
+            self.model_config["guide_tile"] = guide_tile  # kept only when set (older checkpoints lack it)
         c = self.cfg = resolve_config(size, variant, **overrides)
         self.in_channels, self.freeze_guidance = in_channels, freeze_guidance
         self.gen = _make_generator(in_channels, c)
@@ -440,6 +450,19 @@ class HQGNet(nn.Module):
     def forward(self, x_lq, code, temperature: float = 1.0, generator=None) -> GenOutput:
         "Training-time call: `gen(x_lq, code, temperature, generator)` with gradients."
         return self.gen(x_lq, code, temperature, generator)
+
+    @property
+    def fov(self) -> str: return self.model_config.get("fov", "none")
+
+    @fov.setter
+    def fov(self, mode: str):
+        if not isinstance(mode, str) or mode not in FOV_MODES:
+            raise ValueError(f"fov: expected one of {list(FOV_MODES)}, got {mode!r}")
+        self.model_config.pop("fov", None)
+        if mode != "none": self.model_config["fov"] = mode
+
+    @property
+    def guide_tile(self) -> int | None: return self.model_config.get("guide_tile")
 
     @property
     def code_dim(self) -> int: return self.cfg["code_hq"]
@@ -468,13 +491,28 @@ def mean_guidance_code(net: HQGNet, images) -> torch.Tensor:
     codes = [net.encode_guidance(im) for im in ims]
     return torch.cat(codes).mean(0, keepdim=True)
 
+def encode_tiled(enc: nn.Module, # a guidance encoder: (B,C,h,w) -> (B, D)
+                 x: torch.Tensor, # (B,C,H,W) HQ images in [0,1]
+                 tile: int | None, # window side (the training crop size); None: encode the whole image
+                ) -> torch.Tensor: # (B, D)
+    "Guidance codes at the training scale: mean code over tile x tile windows (stride tile/2) that are not black border."
+    if tile is None or max(x.shape[-2:]) <= tile: return enc(x)
+    B, _, H, W = x.shape
+    th, tw, s = min(tile, H), min(tile, W), max(1, tile // 2)
+    starts = lambda n, t: sorted(set(range(0, n - t + 1, s)) | {n - t})
+    wins = torch.stack([x[:, :, i:i + th, j:j + tw] for i in starts(H, th) for j in starts(W, tw)], 1)  # (B,T,C,th,tw)
+    codes = enc(wins.flatten(0, 1)).view(B, wins.shape[1], -1)
+    lit = wins.mean((2, 3, 4)) > 0.04                                     # windows that are not all border
+    w = torch.where(lit.any(1, keepdim=True), lit, torch.ones_like(lit)).to(codes.dtype)
+    return (codes * w[..., None]).sum(1) / w.sum(1, keepdim=True)
+
 @_method_of(HQGNet)
 def _encode_guidance(self: HQGNet, x_hq: torch.Tensor, # (B,C,H,W) or (C,H,W) HQ image(s) in [0,1]
                    ) -> torch.Tensor: # (B, code_dim)
-    "Guidance code v_z of HQ image(s) (gradients follow the caller's grad mode)."
+    "Guidance code v_z of HQ image(s), at the training scale when `guide_tile` is set (grads follow the caller)."
     x, _ = as_batch(x_hq, "guidance")
     check_image(x, "guidance", ndim=4, channels=(self.in_channels,))
-    return self.enc_hq(x.to(self.device))
+    return encode_tiled(self.enc_hq, x.to(self.device), self.guide_tile)
 
 @_method_of(HQGNet)
 def _set_default_guidance(self: HQGNet, images, # (N,C,H,W) / (C,H,W) tensor, or a list of such images
@@ -485,6 +523,24 @@ def _set_default_guidance(self: HQGNet, images, # (N,C,H,W) / (C,H,W) tensor, or
     finally: self.train(was)
     self.default_code.copy_(code)
     return self.default_code.clone()
+
+# %% ../nbs/06_networks.ipynb #fa8ca574
+FOV_COVER = 0.95  # fov="auto" leaves an image alone when its estimated field of view covers at least this share
+
+@_method_of(HQGNet)
+def _fov_mask(self: HQGNet, x_lq: torch.Tensor, # (B,C,H,W) or (C,H,W) LQ image(s) in [0,1]
+              fov=None, # None: the model's `fov`; "auto", "none" or False, or a mask (H,W), (1,H,W), (B,1,H,W)
+             ) -> torch.Tensor | None: # bool (B|1,1,H,W) on x_lq's device (False: set to 0), or None: no masking
+    "The field-of-view mask `enhance(x_lq, fov=fov)` applies, or None when it masks nothing."
+    x, _ = as_batch(x_lq, "x_lq")
+    mode = self.fov if fov is None else fov
+    if mode is False or (isinstance(mode, str) and mode == "none"): return None
+    if isinstance(mode, str) and mode == "auto":
+        if x.shape[1] != 3: return None  # gray images (CCM, ...) have no fundus border
+        m = estimate_fov(x)
+        return m | (m.float().mean((1, 2, 3), keepdim=True) >= FOV_COVER)  # crops: untouched
+    if isinstance(mode, torch.Tensor): return fov_mask(mode, x)
+    raise ValueError(f"fov: expected None, 'auto', 'none', False or a mask tensor, got {mode!r}")
 
 # %% ../nbs/06_networks.ipynb #888d9a8c
 def _resolve_code(self: HQGNet, guidance, code, batch: int) -> torch.Tensor:
@@ -508,16 +564,19 @@ def _enhance(self: HQGNet, x_lq: torch.Tensor, # (B,C,H,W) or (C,H,W) LQ image(s
             *, code: torch.Tensor | None = None, # or a precomputed (B|1, code_dim) / (code_dim,) guidance code
             temperature: float = 0.0, # VNM noise scale (0 = deterministic)
             generator: torch.Generator | None = None, # RNG for temperature > 0
+            fov=None, # outside the field of view: None = the model's `fov`; "auto", "none"/False, or a mask
            ) -> torch.Tensor: # enhanced image(s), same shape (and device) as x_lq, in [0,1]
     "Enhance LQ image(s) with guidance images, a guidance code, or the default guidance (eval mode, no grad)."
     x, added = as_batch(x_lq, "x_lq")
     check_image(x, "x_lq", ndim=4, channels=(self.in_channels,))
     if temperature < 0: raise ValueError(f"temperature: expected a value >= 0, got {temperature}")
+    m = self.fov_mask(x, fov)  # checked before the generator runs
     v_z = _resolve_code(self, guidance, code, x.shape[0])
     was = self.training; self.eval()
     try: x_enh = self.gen(x.to(self.device), v_z, temperature, generator).x_enh
     finally: self.train(was)
-    return unbatch(x_enh.to(x_lq.device), added)
+    x_enh = x_enh.to(x_lq.device)
+    return unbatch(x_enh if m is None else x_enh.masked_fill(~m.to(x_enh.device), 0.0), added)
 
 # %% ../nbs/06_networks.ipynb #dca8f155
 @_method_of(HQGNet)

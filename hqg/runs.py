@@ -16,13 +16,15 @@ from .core import seed_everything, get_device
 from .networks import HQGNet, GuidanceAutoencoder, PRESETS as NET_PRESETS, VARIANTS, pretrain_guidance_encoder
 from .losses import HQGLoss, GAN_KINDS, WAVELET_BANDS, FEATURE_DISTANCES, load_feature_encoder
 from .data import UnpairedDataset, PairedTestSet, make_loader
+from .io import read_image, list_images
 from .training import Trainer, load_checkpoint, find_last_checkpoint
 
 # %% auto #0
-__all__ = ['SECTIONS', 'TOP_KEYS', 'PRESETS', 'OVERLAYS', 'SWEEP_KEYS', 'DataConfig', 'ModelConfig', 'LossConfig', 'TrainConfig',
-           'CycleConfig', 'BilevelConfig', 'RunConfig', 'load_config', 'config_to_dict', 'config_to_yaml',
-           'save_config', 'parse_overrides', 'git_sha', 'new_run_dir', 'build', 'trainer_class', 'fov_val_metrics',
-           'train', 'read_metrics', 'NotebookError', 'notebook_parameters', 'run_notebook', 'sweep']
+__all__ = ['SECTIONS', 'TOP_KEYS', 'GUIDED_LOSS', 'PRESETS', 'OVERLAYS', 'SWEEP_KEYS', 'DataConfig', 'ModelConfig', 'LossConfig',
+           'TrainConfig', 'CycleConfig', 'BilevelConfig', 'RunConfig', 'load_config', 'config_to_dict',
+           'config_to_yaml', 'save_config', 'parse_overrides', 'git_sha', 'new_run_dir', 'reference_guides', 'build',
+           'trainer_class', 'fov_val_metrics', 'train', 'read_metrics', 'NotebookError', 'notebook_parameters',
+           'run_notebook', 'sweep']
 
 # %% ../nbs/13_runs.ipynb #9ff2a384
 def _f(default, *, choices=None, min=None):
@@ -105,8 +107,9 @@ class DataConfig(_Section):
     degrees: float = _f(0.0, min=0.0) # small random rotation (0: off)
     translate: float = _f(0.0, min=0.0) # small random shift, fraction of the side (0: off)
     masks: bool = _f(True) # read root/masks/ when present
-    val: bool = _f(True) # validate on root/test/{lq,gt} (or val_root) when such pairs exist
+    val: bool = _f(True) # validate on root/val/{lq,gt} (else root/test/{lq,gt}, or val_root) when such pairs exist
     val_root: str | None = _f(None) # another paired folder (lq/ + gt/) for validation
+    default_guide: str | None = _f("auto") # stored default guide: image/folder (relative to root or absolute); auto: manifest's reference-style HQ images
     val_size: int | None = _f(None, min=1) # null: native image size
 
 # %% ../nbs/13_runs.ipynb #8287149b
@@ -119,6 +122,7 @@ class ModelConfig(_Section):
     method: str = _f("hqg", choices=("hqg", "cyclegan")) # training scheme: hqg (guided GAN) or cyclegan (baselines)
     with_seg: bool = _f(False) # also build the segmenter (bi-level learning)
     feature_encoder: str | None = _f(None) # local .pt2/TorchScript encoder for the feature term (enc_extra)
+    fov: str = _f("auto", choices=("auto", "none")) # enhance's default outside the field of view: auto = black (RGB whole-FOV views)
     overrides: dict[str, Any] = _f({}) # any key of hqg.networks.PRESETS[size], e.g. gen_base: 8
 
     def __post_init__(self):
@@ -157,6 +161,10 @@ class LossConfig(_Section):
     illum_patch_sizes: tuple[int, ...] = _f((48, 96), min=1)
     seg_w_dice: float = _f(1.0, min=0.0)
     seg_w_bce: float = _f(1.0, min=0.0)
+    lambda_style: float = _f(0.0, min=0.0) # guide-style consistency (FOV colour statistics + vessel-scale contrast, z vs x̂)
+    style_contrast_weight: float = _f(0.25, min=0.0) # weight of the contrast statistic inside the style term
+    wavelet_per_level: bool = _f(False) # normalise each wavelet level by its own RMS (a gain per scale is free)
+    wavelet_beta: float = _f(0.0, min=0.0) # 0: L1 on the wavelet coefficients; > 0: smooth L1 (quadratic below beta)
 
 # %% ../nbs/13_runs.ipynb #3cd98d41
 @dataclass(frozen=True)
@@ -272,15 +280,21 @@ def _from_dict(d: dict) -> RunConfig:
     return RunConfig(name=d.get("name", "run"), **{k: cls(**d.get(k, {})) for k, cls in SECTIONS.items()})
 
 # %% ../nbs/13_runs.ipynb #2047904a
+GUIDED_LOSS = {  # the guidance recipe (chosen on data_samples/fundus/val, see the table above): every hqg preset uses it
+    "lambda_kl": 0.0, "lambda_style": 20.0, "style_contrast_weight": 0.25,
+    "wavelet_per_level": True, "level_weights": [0.0, 0.5, 0.5], "wavelet_beta": 0.5}
+
 PRESETS = {
     "tiny": {"data": {"size": 64, "batch_size": 4},
              "model": {"size": "tiny", "variant": "hqg",  # widths capped at 64: fast on CPU, a 1.7 MB fp16 model
                        "overrides": {"gen_max_width": 64, "enc_max_width": 64, "disc_max_width": 64}},
-             "loss": {"illum_patch_sizes": [8, 16]},  # 48/96 at 384 px, scaled to the 64-px views
+             "loss": {"illum_patch_sizes": [8, 16], **GUIDED_LOSS},  # 48/96 at 384 px, scaled to the 64-px views
              "train": {"max_steps": 1000, "log_every": 10, "sample_every": 100, "ckpt_every": 250,
-                       "val_every": 250, "pretrain_guidance_steps": 100, "device": "auto"}},
+                       "val_every": 250, "pretrain_guidance_steps": 100, "device": "auto",
+                       "lr_g": 5e-4, "temperature": 0.3}},
     "paper": {"data": {"size": 384, "batch_size": 4, "num_workers": 4},
               "model": {"size": "paper", "variant": "hqg"},
+              "loss": dict(GUIDED_LOSS),
               "train": {"max_steps": 50_000, "lr_decay_start": 25_000, "log_every": 50, "sample_every": 1000,
                         "ckpt_every": 5000, "val_every": 5000, "pretrain_guidance_steps": 2000,
                         "amp": True, "channels_last": True, "device": "auto"}},
@@ -295,12 +309,13 @@ OVERLAYS = {
     "no-wavelet": {"loss": {"lambda_wavelet": 0.0}},
     "no-feature": {"loss": {"lambda_feat": 0.0}},
     "official": {"model": {"variant": "official"},
-                 "loss": {"lambda_struct": 0.25, "lambda_illum": 0.05, "lambda_kl": 0.0},
+                 "loss": {"lambda_struct": 0.25, "lambda_illum": 0.05, "lambda_kl": 0.0, "lambda_style": 0.0,
+                          "wavelet_per_level": False, "level_weights": None, "wavelet_beta": 0.0},
                  "data": {"vflip": False, "rot90": False},
                  "train": {"lr_g": 1e-4, "lr_d": 1e-4}},
     "bilevel": {"model": {"with_seg": True}, "loss": {"lambda_seg": 1.0}, "bilevel": {"enabled": True}},
     "cyclegan": {"model": {"method": "cyclegan", "variant": "deterministic"},
-                 "loss": {"lambda_wavelet": 0.0, "lambda_feat": 0.0, "lambda_cons": 0.0, "lambda_kl": 0.0,
+                 "loss": {"lambda_wavelet": 0.0, "lambda_feat": 0.0, "lambda_cons": 0.0, "lambda_kl": 0.0, "lambda_style": 0.0,
                           "gan_kind": "lsgan"},
                  "train": {"pretrain_guidance_steps": 0, "r1_gamma": 0.0}},
     "stillgan": {"base": "cyclegan", "loss": {"lambda_struct": 5.0, "lambda_illum": 1.0}},
@@ -428,6 +443,28 @@ def _unique_path(p: Path) -> Path:
 def _one_line(e: Exception, prefix: str) -> Exception:
     return type(e)(prefix + " ".join(str(e).split()))
 
+def _val_folder(root: Path) -> Path:
+    "root/val when it holds lq/ + gt/ pairs (choose settings there), else root (→ root/test)."
+    v = root / "val"
+    return v if (v / "lq").is_dir() and (v / "gt").is_dir() else root
+
+def reference_guides(d: DataConfig) -> list[Path]:
+    "The images of the stored default guide: `data.default_guide`, or (auto) the manifest's reference-style HQ files."
+    if d.default_guide is None or d.root is None: return []
+    root = Path(d.root)
+    if d.default_guide != "auto":
+        g = Path(d.default_guide) if Path(d.default_guide).is_absolute() else root / d.default_guide
+        if not g.exists(): raise FileNotFoundError(f"data.default_guide: {g} does not exist (an HQ image or a folder)")
+        paths = list_images(g) if g.is_dir() else [g]
+        if not paths: raise ValueError(f"data.default_guide: no images in {g}")
+        return paths
+    man = root / "manifest.json"
+    if not man.is_file(): return []
+    try: files = json.loads(man.read_text(encoding="utf-8")).get("files", [])
+    except (json.JSONDecodeError, AttributeError) as e: raise ValueError(f"{man}: not a valid manifest ({e})") from None
+    return [root / f["file"] for f in files if isinstance(f, dict) and str(f.get("file", "")).startswith("hq/")
+            and isinstance(f.get("style"), dict) and f["style"].get("name") == "reference" and (root / f["file"]).is_file()]
+
 def _datasets(d: DataConfig, seed: int):
     if d.root is None:
         raise ValueError("data.root: not set; point it at a dataset folder with lq/ and hq/ "
@@ -443,7 +480,7 @@ def _datasets(d: DataConfig, seed: int):
     except (FileNotFoundError, ValueError) as e: raise _one_line(e, "data.root: ") from None
     if len(ds) < d.batch_size:
         raise ValueError(f"data.batch_size: {d.batch_size} is larger than the {len(ds)} LQ images in {root}")
-    val, vroot = None, Path(d.val_root) if d.val_root else root
+    val, vroot = None, Path(d.val_root) if d.val_root else _val_folder(root)
     has_pairs = any((b / "lq").is_dir() and (b / "gt").is_dir() for b in (vroot / "test", vroot))
     if d.val and (has_pairs or d.val_root):
         try: val = PairedTestSet(vroot, channels=d.channels, size=d.val_size, masks=d.masks)
@@ -457,7 +494,7 @@ def build(cfg: RunConfig | str | dict, # a config, or anything `load_config` tak
     ds, val = _datasets(cfg.data, cfg.train.seed)
     m = cfg.model
     net = HQGNet(cfg.data.channels, m.size, m.variant, with_seg=m.with_seg or cfg.bilevel.enabled,
-                 freeze_guidance=not cfg.train.finetune_guidance, **m.overrides)
+                 freeze_guidance=not cfg.train.finetune_guidance, fov=m.fov, guide_tile=cfg.data.size, **m.overrides)
     loss = HQGLoss(**dataclasses.asdict(cfg.loss))
     return net, loss, ds, val
 
@@ -606,6 +643,8 @@ def _train(cfg, out, max_steps, resume, device, progress, run_dir) -> Path:
     cls, extra = trainer_class(cfg)
     trainer = cls(net, loss, ds, run_dir=run, val_set=val, config=config_to_dict(cfg), progress=progress,
                   enc_extra=enc_extra, val_metrics=fov_val_metrics(), **extra, **kw)
+    guides = reference_guides(cfg.data)
+    if guides: trainer.set_guidance_images([read_image(p, channels=cfg.data.channels) for p in guides])
     if state is not None: trainer.load_state(state)
     trainer.fit()
     return run

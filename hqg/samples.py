@@ -14,7 +14,8 @@ from .io import write_image, read_image, list_images
 from .degrade import degrade, estimate_fov, synth_vessels, synth_nerves
 
 # %% auto #0
-__all__ = ['FUNDUS_VIEWS', 'SAMPLE_SETS', 'make_view', 'make_fundus', 'make_synthetic', 'make_samples']
+__all__ = ['STYLES', 'FUNDUS_VIEWS', 'FUNDUS_HQ_STYLES', 'FUNDUS_GUIDE_VIEW', 'CCM_HQ_STYLES', 'SAMPLE_SETS', 'make_view',
+           'draw_style', 'apply_style', 'make_fundus', 'make_synthetic', 'make_samples']
 
 # %% ../nbs/04a_samples.ipynb #b596ba07
 def make_view(img: torch.Tensor, # (C,H,W) in [0,1]
@@ -42,15 +43,66 @@ def make_view(img: torch.Tensor, # (C,H,W) in [0,1]
     out = F.grid_sample(img[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
     return out.clamp(0, 1)
 
+# %% ../nbs/04a_samples.ipynb #f69fd497
+STYLES = {  # name: central parameters (missing keys are neutral: gains 1, exposure 1, gamma 1, contrast 1, saturation 1)
+    "reference": {},
+    "warm": {"gains": (1.15, 1.0, 0.78)},
+    "cool": {"gains": (0.84, 1.0, 1.25)},
+    "bright": {"exposure": 1.3, "gamma": 0.85},
+    "dark": {"exposure": 0.7, "gamma": 1.2},
+    "vivid": {"contrast": 1.35, "saturation": 1.35},
+    "muted": {"contrast": 0.75, "saturation": 0.6},
+}
+_NEUTRAL = {"gains": (1.0, 1.0, 1.0), "exposure": 1.0, "gamma": 1.0, "contrast": 1.0, "saturation": 1.0}
+
+def draw_style(name: str, # a key of STYLES
+               seed: int | None = None, # None: the central values; else each value jittered by up to ±`jitter`
+               jitter: float = 0.06,
+              ) -> dict:
+    "Full parameters of style `name` (all five keys), optionally jittered around the centre (seeded)."
+    if name not in STYLES: raise ValueError(f"style: expected one of {list(STYLES)}, got {name!r}")
+    p = {**_NEUTRAL, **STYLES[name]}
+    if seed is None or name == "reference": return {"name": name, **p}
+    rng = np.random.default_rng(seed)
+    j = lambda v, neutral: v if v == neutral else float(v * rng.uniform(1 - jitter, 1 + jitter))
+    return {"name": name, "gains": tuple(j(g, 1.0) for g in p["gains"]),
+            **{k: j(p[k], 1.0) for k in ("exposure", "gamma", "contrast", "saturation")}}
+
+# %% ../nbs/04a_samples.ipynb #b2b66b31
+def apply_style(x: torch.Tensor, # (C,H,W) in [0,1], C = 1 or 3 (gray images ignore gains and saturation)
+                style: dict, # parameters from `draw_style` (missing keys are neutral)
+                fov: torch.Tensor | None = None, # (1,H,W) bool field of view; None: the whole image
+               ) -> torch.Tensor:
+    "Render `x` in an acquisition style: white balance + exposure, tone curve, contrast, saturation; 0 outside fov."
+    check_image(x, ndim=3)
+    p = {**_NEUTRAL, **{k: v for k, v in style.items() if k != "name"}}
+    m = torch.ones_like(x[:1], dtype=torch.bool) if fov is None else fov.to(torch.bool)
+    if m.shape != x[:1].shape: raise ValueError(f"fov: expected shape {tuple(x[:1].shape)}, got {tuple(m.shape)}")
+    g = torch.tensor(p["gains"], dtype=x.dtype)[: x.shape[0], None, None] if x.shape[0] == 3 else 1.0
+    y = (x * p["exposure"] * g).clamp(0, 1) ** p["gamma"]
+    lum = y.mean(0, keepdim=True)
+    mean = lum[m].mean() if m.any() else lum.mean()
+    y = mean + p["contrast"] * (y - mean)
+    if x.shape[0] == 3:
+        lum = y.mean(0, keepdim=True)
+        y = lum + p["saturation"] * (y - lum)
+    return torch.where(m, y.clamp(0, 1), torch.zeros_like(y))
+
 # %% ../nbs/04a_samples.ipynb #49dd94bd
 FUNDUS_VIEWS = {
     # split: list of (center_y, center_x, scale, angle)
     "hq": [(0.5, 0.5, 1.0, 0), (0.5, 0.5, 1.0, 40), (0.30, 0.35, 0.45, 0), (0.28, 0.62, 0.45, 15),
-           (0.35, 0.50, 0.60, -20), (0.25, 0.45, 0.30, 60), (0.32, 0.70, 0.30, 0), (0.40, 0.30, 0.35, 100)],
+           (0.35, 0.50, 0.60, -20), (0.25, 0.45, 0.30, 60), (0.32, 0.70, 0.30, 0), (0.40, 0.30, 0.35, 100),
+           (0.5, 0.5, 1.0, 80), (0.20, 0.55, 0.40, -45), (0.30, 0.20, 0.35, 30), (0.38, 0.80, 0.35, -70),
+           (0.5, 0.5, 1.0, 250), (0.24, 0.38, 0.50, 170)],
     "lq": [(0.5, 0.5, 1.0, 200), (0.5, 0.5, 1.0, 290), (0.70, 0.35, 0.45, 0), (0.72, 0.62, 0.45, -15),
            (0.65, 0.50, 0.60, 20), (0.75, 0.45, 0.30, -60), (0.68, 0.70, 0.30, 180), (0.60, 0.30, 0.35, 80)],
+    "val": [(0.5, 0.5, 1.0, 330), (0.62, 0.25, 0.40, 30), (0.66, 0.78, 0.40, -40), (0.80, 0.55, 0.35, 0)],
     "test": [(0.5, 0.5, 1.0, 120), (0.50, 0.22, 0.40, 0), (0.50, 0.78, 0.40, 0), (0.52, 0.52, 0.35, 45)],
 }
+FUNDUS_HQ_STYLES = ("reference", "warm", "cool", "bright", "dark", "vivid", "muted",
+                    "reference", "warm", "cool", "bright", "dark", "vivid", "muted")
+FUNDUS_GUIDE_VIEW = (0.5, 0.5, 1.0, 160)  # guides/: this whole-FOV view in every style
 
 def _retina() -> torch.Tensor:
     try: from skimage.data import retina
@@ -75,32 +127,46 @@ def _degrade_view(x: torch.Tensor, preset: str, seed: int, use_fov: bool):
     y, params = degrade(x, preset=preset, seed=seed, fov=fov)
     return y, params
 
+_SPLIT_SEED = {"lq": 0, "test": 100, "val": 300}
+
+def _fundus_split(out: Path, img, split: str, views, size: int, seed: int, src: str) -> list[dict]:
+    "Write one split of the fundus set; return its manifest entries."
+    entries = []
+    for i, (cy, cx, sc, ang) in enumerate(views):
+        view = make_view(img, size, (cy, cx), sc, ang)
+        geo = dict(center=[cy, cx], scale=sc, angle=ang, size=size)
+        name = f"{split}_{i:02d}_{'fov' if sc >= 1 else 'crop'}.png"
+        if split == "hq":
+            style = draw_style(FUNDUS_HQ_STYLES[i % len(FUNDUS_HQ_STYLES)], seed=seed * 1000 + 500 + i)
+            p = write_image(out / "hq" / name, apply_style(view, style, estimate_fov(view)))
+            entries.append(_entry(p, out, source=src, synthetic=False, view=geo, style=style))
+            continue
+        lq, params = _degrade_view(view, "fundus", seed * 1000 + _SPLIT_SEED[split] + i, True)
+        d = out if split == "lq" else out / split
+        p = write_image(d / "lq" / name, lq)
+        entries.append(_entry(p, out, source=src, synthetic=False, view=geo, degradation=params))
+        if split != "lq":
+            p = write_image(d / "gt" / name, view)
+            entries.append(_entry(p, out, source=src, synthetic=False, view=geo, role="ground truth",
+                                  style=draw_style("reference")))
+    return entries
+
 def make_fundus(out: Path, size: int = 192, seed: int = 0) -> list[dict]:
     "Write the real-pixel fundus set (views of `skimage.data.retina()`, CC0) to `out`; return manifest entries."
     out = Path(out); img = _retina(); entries = []
     src = "skimage.data.retina() (Häggström 2014, Wikimedia Commons, CC0 1.0)"
-    for split, views in FUNDUS_VIEWS.items():
-        for i, (cy, cx, sc, ang) in enumerate(views):
-            view = make_view(img, size, (cy, cx), sc, ang)
-            geo = dict(center=[cy, cx], scale=sc, angle=ang, size=size)
-            kind = "fov" if sc >= 1 else "crop"
-            name = f"{split}_{i:02d}_{kind}.png"
-            if split == "hq":
-                p = write_image(out / "hq" / name, view)
-                entries.append(_entry(p, out, source=src, synthetic=False, view=geo))
-            else:
-                lq, params = _degrade_view(view, "fundus", seed * 1000 + 100 * (split == "test") + i, True)
-                if split == "lq":
-                    p = write_image(out / "lq" / name, lq)
-                    entries.append(_entry(p, out, source=src, synthetic=False, view=geo, degradation=params))
-                else:
-                    p = write_image(out / "test" / "lq" / name, lq)
-                    entries.append(_entry(p, out, source=src, synthetic=False, view=geo, degradation=params))
-                    p = write_image(out / "test" / "gt" / name, view)
-                    entries.append(_entry(p, out, source=src, synthetic=False, view=geo, role="ground truth"))
+    for split, views in FUNDUS_VIEWS.items(): entries += _fundus_split(out, img, split, views, size, seed, src)
+    cy, cx, sc, ang = FUNDUS_GUIDE_VIEW
+    view = make_view(img, size, (cy, cx), sc, ang); fov = estimate_fov(view)
+    for name in STYLES:  # the guide set: one view, every style at its central parameters
+        p = write_image(out / "guides" / f"guide_{name}.png", apply_style(view, draw_style(name), fov))
+        entries.append(_entry(p, out, source=src, synthetic=False, role="guide",
+                              view=dict(center=[cy, cx], scale=sc, angle=ang, size=size), style=draw_style(name)))
     return entries
 
 # %% ../nbs/04a_samples.ipynb #bab51ed1
+CCM_HQ_STYLES = ("reference", "bright", "dark", "vivid", "muted", "reference", "bright", "dark")
+
 def make_synthetic(out: Path, kind: str = "vessels", size: int = 128, n_train: int = 8, n_test: int = 4,
                    seed: int = 0) -> list[dict]:
     "Write a synthetic set (`kind` = 'vessels' or 'nerves') with exact masks to `out`; return manifest entries."
@@ -113,8 +179,10 @@ def make_synthetic(out: Path, kind: str = "vessels", size: int = 128, n_train: i
     base = seed * 10_000 + (0 if kind == "vessels" else 5_000)
     for i in range(n_train):  # HQ: clean images of seeds that LQ never uses
         img, mask = gen(base + i)
+        style = draw_style(CCM_HQ_STYLES[i % len(CCM_HQ_STYLES)], seed=base + 900 + i) if kind == "nerves" else None
+        if style is not None: img = apply_style(img, style)  # CCM: acquisition tone styles (gray)
         p = write_image(out / "hq" / f"hq_{i:02d}.png", img)
-        entries.append(_entry(p, out, source=src, synthetic=True, seed=base + i))
+        entries.append(_entry(p, out, source=src, synthetic=True, seed=base + i, **({"style": style} if style else {})))
         p = write_image(out / "hq_masks" / f"hq_{i:02d}.png", mask)  # for pre-training a segmenter on HQ (hqg.bilevel)
         entries.append(_entry(p, out, source=src, synthetic=True, seed=base + i, role="exact mask of the HQ image"))
     for split, n, off in (("train", n_train, 100), ("test", n_test, 200)):

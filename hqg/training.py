@@ -22,7 +22,7 @@ from . import __version__
 from .core import check_image, get_device
 from .io import write_image
 from .data import make_loader, set_loader_epoch, seeded_generator
-from .networks import HQGNet, freeze, count_params, _method_of
+from .networks import HQGNet, freeze, count_params, _method_of, encode_tiled
 from .losses import HQGLoss, TERM_NAMES, gan_loss_d, r1_penalty
 
 # %% auto #0
@@ -473,12 +473,22 @@ def _fixed_items(tr: Trainer, n: int, key: str) -> torch.Tensor:
 
 @torch.no_grad()
 def _guidance_code(tr: Trainer) -> torch.Tensor:
-    "The default guidance: the net's own if it had one, else the mean E_g code of a few training HQ images."
+    "The default guidance: the net's own if it had one, else the mean E_g code of the guide images (see below)."
     if tr._user_guidance or not tr.default_guidance: return tr.net.default_code
-    if tr._guidance_images is None: tr._guidance_images = _fixed_items(tr, tr.default_guidance, "hq")
-    codes = [tr.enc(_to_device(tr, x)) for x in tr._guidance_images.split(8)]
+    if tr._guidance_images is None: tr._guidance_images = _fixed_items(tr, tr.default_guidance, "hq").split(8)
+    codes = [encode_tiled(tr.enc, _to_device(tr, x if x.ndim == 4 else x[None]), tr.net.guide_tile)
+             for x in tr._guidance_images]
     tr.net.default_code.copy_(torch.cat(codes).float().mean(0, keepdim=True))
     return tr.net.default_code
+
+@_method_of(Trainer)
+def _set_guidance_images(self: Trainer, images, # HQ images whose mean E_g code becomes the default guidance
+                        ) -> None:
+    "Use `images` ((C,H,W)/(B,C,H,W) tensors of any sizes) for the stored default guide, instead of training crops."
+    ims = [images] if isinstance(images, torch.Tensor) else list(images)
+    if not ims: raise ValueError("images: expected at least one HQ guide image")
+    for x in ims: check_image(x, "guidance image", channels=(self.net.in_channels,))
+    self._guidance_images = ims
 
 @_method_of(Trainer)
 @torch.no_grad()

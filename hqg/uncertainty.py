@@ -189,6 +189,8 @@ def enhance_samples(model: HQGNet, # the model (its `gen`, `enc_hq` and default 
             dec = lambda k: gen.decode(feats, v_y, v_z, float(temperature), sample_generator(seed, k), xp).x_enh
             samples = torch.stack([crop_to(dec(k), size) for k in range(n)])
     finally: model.train(was)
+    m = model.fov_mask(x)  # the model's field-of-view default, as in `enhance` (None: nothing masked)
+    if m is not None: samples = samples * m.to(samples.device, samples.dtype)
     samples = samples.to(x_lq.device)
     mean = samples.mean(0)
     if noise_free or n == 1: std = torch.zeros_like(mean)                      # exactly 0

@@ -2,8 +2,8 @@
 
 Starts JupyterLab on 127.0.0.1 with a random token, opens a small explorer notebook (written into the test's
 tmp_path) in headless Debian chromium driven by playwright-core (tests/browser/explorer.js), runs all cells,
-presses ArrowRight on the "guidance A" slider and checks that the figure shown in the browser changed and equals
-the figure the kernel rendered. Screenshots are saved in tmp_path (their paths are printed; see `pytest -s`).
+presses ArrowRight on the "guidance A" slider and checks that the figure shown in the browser changed, equals
+the figure the kernel rendered, and that the shipped model's enhanced image moved by a mean |change| >= 0.01. Screenshots are saved in tmp_path (their paths are printed; see `pytest -s`).
 
 Setup once: `bash tests/browser/setup.sh` (apt-get chromium, npm playwright-core into /tmp/hqg-browser).
 Without chromium/node/playwright-core the test is skipped, unless HQG_BROWSER_SETUP=1, which runs the setup script.
@@ -46,31 +46,36 @@ def _free_port() -> int:
 
 
 NOTEBOOK_CELLS = [
-    # An untrained tiny HQGNet (seeded): its output visibly depends on the guidance code; the shipped
-    # fundus_tiny.pt barely responds to guidance (outputs differ by ~1/600), too little for a robust check.
-    """import hashlib, torch
+    # The shipped model (data_samples/models/fundus_tiny.pt) and the seven styled guides of data_samples/fundus/guides:
+    # a trained model whose output follows its guide, so moving the slider must visibly change the image.
+    """import hashlib, json, torch
 from pathlib import Path
 from hqg.networks import HQGNet
 from hqg.explorer import GuidanceExplorer
-from hqg.io import read_image
+from hqg.io import list_images
 DATA = Path({data!r})
-torch.manual_seed(0)
-net = HQGNet(3, "tiny")
-hq = [DATA / "hq" / "hq_00_fov.png", DATA / "hq" / "hq_01_fov.png", DATA / "hq" / "hq_02_crop.png"]
-_ = net.set_default_guidance(torch.stack([read_image(p) for p in hq]))""",
-    # the kernel writes the sha256 of each figure it renders, so the test can compare with what the browser shows
-    """ex = GuidanceExplorer(net, [DATA / "test" / "lq" / "test_00_fov.png"], hq)
-SHAS = Path({shas!r})
-def _log(change=None): SHAS.open("a").write(hashlib.sha256(ex.image.value).hexdigest() + "\\n")
+net = HQGNet.from_checkpoint(Path({model!r}))
+guides = list_images(DATA / "guides")""",
+    # the kernel writes the sha256 of each figure it renders (to compare with what the browser shows) and the mean
+    # absolute change of the enhanced image between consecutive renders
+    """ex = GuidanceExplorer(net, [DATA / "test" / "lq" / "test_00_fov.png"], guides)
+SHAS, CHANGES = Path({shas!r}), Path({changes!r})
+_prev = [ex.render()["enh"]]
+def _log(change=None):
+    SHAS.open("a").write(hashlib.sha256(ex.image.value).hexdigest() + "\\n")
+    enh = ex.render()["enh"]
+    CHANGES.open("a").write(json.dumps(float(abs(enh - _prev[0]).mean())) + "\\n"); _prev[0] = enh
 _log(); ex.image.observe(_log, names="value")
 ex""",
 ]
 
 
-def _write_notebook(path: Path, data: Path, shas: Path):
+def _write_notebook(path: Path, data: Path, shas: Path, changes: Path):
     import nbformat
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(c.format(data=str(data), shas=str(shas))) for c in NOTEBOOK_CELLS]
+    model = ROOT / "data_samples" / "models" / "fundus_tiny.pt"
+    nb.cells = [nbformat.v4.new_code_cell(c.format(data=str(data), shas=str(shas), changes=str(changes), model=str(model)))
+                for c in NOTEBOOK_CELLS]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, str(path))
 
@@ -89,8 +94,8 @@ def _wait_status(url: str, proc, timeout: float = 60):
 
 def test_guidance_slider_changes_image_in_browser(browser_tools, tmp_path):
     t0 = time.time()
-    nb = tmp_path / "explorer.ipynb"; shas = tmp_path / "kernel_shas.txt"
-    _write_notebook(nb, ROOT / "data_samples" / "fundus", shas)
+    nb = tmp_path / "explorer.ipynb"; shas = tmp_path / "kernel_shas.txt"; changes = tmp_path / "kernel_changes.txt"
+    _write_notebook(nb, ROOT / "data_samples" / "fundus", shas, changes)
     port, token = _free_port(), secrets.token_hex(16)
     jupyter = Path(sys.executable).with_name("jupyter")
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path / "jcfg"), JUPYTER_RUNTIME_DIR=str(tmp_path / "jrt"),
@@ -125,4 +130,11 @@ def test_guidance_slider_changes_image_in_browser(browser_tools, tmp_path):
     assert res["before"]["sha"] == kernel[0]                    # the browser showed the kernel's first figure ...
     assert res["after"]["sha"] == kernel[-1]                    # ... and then its figure for guidance A = 1
     assert len(set(kernel)) >= 2
+    moved = [float(v) for v in changes.read_text().split()][1:]   # first line: the initial render (0)
+    assert max(moved) >= 0.01, moved                             # the shipped model's output visibly followed the guide
+    shots = Path(os.environ.get("HQG_BROWSER_SHOTS", ROOT / "runs" / "browser"))
+    shots.mkdir(parents=True, exist_ok=True)
+    for name in ("explorer_before.png", Path(res["screenshot"]).name):
+        shutil.copy(tmp_path / name if name == "explorer_before.png" else res["screenshot"], shots / name)
+    print(f"mean |change| of the enhanced image after the move: {max(moved):.4f}; screenshots kept in {shots}")
     assert Path(res["screenshot"]).stat().st_size > 10_000

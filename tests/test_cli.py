@@ -117,6 +117,63 @@ def test_enhance_guidance_changes_output_and_fov_border_stays_dark(tmp_path, tin
     assert outs["g1"][corner].max() <= img[corner].max() + 1 / 255    # border copied from the input
 
 
+
+def _hazy_eye(d, seed=3):
+    "A whole field-of-view image with haze over the border too (grey), and its exact FOV."
+    from hqg.io import write_image
+    from hqg.degrade import synth_vessels, degrade
+    img, _, fov = synth_vessels(64, seed=seed, return_fov=True)
+    write_image(d / "eye.png", degrade(img, "fundus", seed=seed)[0])
+    return fov[0].bool()
+
+
+def test_enhance_fov_auto_and_the_model_default_make_a_hazy_border_black(tmp_path, tiny_ckpt):
+    from hqg.io import read_image
+    fov = _hazy_eye(tmp_path / "in")
+    far = ~torch.nn.functional.max_pool2d(fov.float()[None, None], 5, 1, 2)[0, 0].bool()  # 2+ px outside
+    run = lambda out, *extra, ck=tiny_ckpt: main(["enhance", "--checkpoint", str(ck), "--input", str(tmp_path / "in"),
+                                                  "--output", str(tmp_path / out), "--device", "cpu", *extra])
+    assert run("plain") == 0 and run("auto", "--fov", "auto") == 0
+    plain, auto = read_image(tmp_path / "plain" / "eye.png"), read_image(tmp_path / "auto" / "eye.png")
+    assert plain[:, far].mean() > 0.05                       # old default: the input's grey border is copied
+    assert auto[:, far].max() == 0                           # --fov auto: black (exact: 8-bit 0)
+    assert (auto[:, fov] - plain[:, fov]).abs().mean() < 0.02  # the inside is the same enhancement
+    assert run("copied", "--fov", "auto", "--keep-fov", "on") == 0   # the old flag still copies when asked to
+    assert read_image(tmp_path / "copied" / "eye.png")[:, far].mean() > 0.05
+    assert main(["export", "--checkpoint", str(tiny_ckpt), "--out", str(tmp_path / "auto.pt"), "--fov", "auto"]) == 0
+    assert run("model", ck=tmp_path / "auto.pt") == 0         # the model's stored setting is the default
+    assert read_image(tmp_path / "model" / "eye.png")[:, far].max() == 0
+    assert run("model-none", "--fov", "none", ck=tmp_path / "auto.pt") == 0
+    assert read_image(tmp_path / "model-none" / "eye.png")[:, far].mean() > 0.05
+
+
+def test_enhance_fov_mask_file_folder_and_size_mismatch(tmp_path, tiny_ckpt, capsys):
+    from hqg.io import read_image, write_image
+    fov = _hazy_eye(tmp_path / "in")
+    write_image(tmp_path / "in" / "other.png", torch.rand(3, 40, 48))
+    m = torch.zeros(1, 64, 64); m[:, 8:56, 4:60] = 1
+    write_image(tmp_path / "masks" / "eye.png", m)                       # a folder: matched by stem
+    write_image(tmp_path / "masks" / "other.tif", torch.ones(1, 40, 48), bits=16)
+    run = lambda out, mask: main(["enhance", "--checkpoint", str(tiny_ckpt), "--input", str(tmp_path / "in"),
+                                  "--output", str(tmp_path / out), "--device", "cpu", "--fov", str(mask)])
+    assert run("a", tmp_path / "masks") == 0
+    y = read_image(tmp_path / "a" / "eye.png")
+    assert y[:, ~m[0].bool()].max() == 0 and y[:, m[0].bool()].mean() > 0.05
+    assert run("n", "none") == 0                                         # an all-white mask: nothing masked
+    torch.testing.assert_close(read_image(tmp_path / "a" / "other.png"), read_image(tmp_path / "n" / "other.png"),
+                               rtol=0, atol=1 / 255)
+    capsys.readouterr()
+    assert run("b", tmp_path / "masks" / "eye.png") == 1                 # one file for all: other.png is 48x40
+    cap = capsys.readouterr()
+    line = [l for l in cap.err.splitlines() if "other.png" in l]
+    assert len(line) == 1 and "masks/eye.png" in line[0] and "64x64" in line[0] and "48x40" in line[0], cap.err
+    assert "enhanced 1 image(s)" in cap.out and (tmp_path / "b" / "eye.png").exists()
+    (tmp_path / "masks" / "other.tif").unlink()
+    assert run("c", tmp_path / "masks") == 1 and "no mask named other.*" in capsys.readouterr().err
+    assert run("d", tmp_path / "nothing") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hqg: error: ") and "nothing: no such mask file or folder" in err and err.count("\n") == 1
+
 @pytest.mark.parametrize("what", ["missing", "foreign", "same-folder", "no-input"])
 def test_enhance_bad_input_is_one_line(tmp_path, tiny_ckpt, capsys, what):
     import torch

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from hqg.degrade import (DEGRADATIONS, PRESETS, adjust_gamma, defocus_blur, degrade, disc_kernel, estimate_fov,
-                         gaussian_noise, haze, illumination_field, jpeg, murray_split, poisson_noise,
+                         fov_mask, gaussian_noise, haze, illumination_field, jpeg, murray_split, poisson_noise,
                          reduce_contrast, render_capsules, replay, synth_nerves, synth_vessels,
                          uneven_illumination)
 
@@ -229,6 +229,132 @@ def test_estimate_fov_real_retina():
     assert 0.65 < est.float().mean().item() < 0.82              # a disc inscribed in the frame covers pi/4
     assert x[:, ~est].mean() < 0.02 and x[:, est].mean() > 0.2
 
+
+
+# ---------------------------------------------------------------- field of view under haze and low light (real pixels)
+
+@pytest.fixture(scope="module")
+def retina_photo():
+    skdata = pytest.importorskip("skimage.data")
+    try:
+        img = skdata.retina()
+    except Exception as e:                                   # data file not available
+        pytest.skip(f"skimage retina not available: {e}")
+    return torch.from_numpy(img).permute(2, 0, 1).float() / 255
+
+
+def _iou(a, b):
+    return ((a & b).sum() / (a | b).sum()).item()
+
+
+def _hard_cases(view, ref, seeds=range(8)):
+    "The robustness grid: dark and gamma 2 as they are, and per seed the fundus preset four ways."
+    yield "x0.3", view * 0.3
+    yield "gamma 2", view ** 2
+    for s in seeds:
+        yield f"haze everywhere, seed {s}", degrade(view, "fundus", seed=s)[0]
+        yield f"black border kept, seed {s}", degrade(view, "fundus", seed=s, fov=ref)[0]
+        yield f"x0.3 then haze, seed {s}", degrade(view * 0.3, "fundus", seed=s)[0]
+        yield f"gamma 2 then haze, seed {s}", degrade(view ** 2, "fundus", seed=s)[0]
+
+
+@pytest.mark.parametrize("size,views", [
+    (128, [((0.5, 0.5), 1.0, 0), ((0.5, 0.5), 1.0, 40), ((0.5, 0.5), 1.0, 200)]),
+    (192, [((0.5, 0.5), 1.0, 120)]),
+    (96, [((0.5, 0.5), 1.0, 290)])])
+def test_estimate_fov_whole_views_under_haze_and_low_light(retina_photo, size, views):
+    from hqg.samples import make_view
+    for c, scale, angle in views:
+        view = make_view(retina_photo, size, c, scale, angle)
+        ref = estimate_fov(view)                               # the clean view's FOV: a disc, black corners
+        assert not ref[0, 0, 0] and ref[0, size // 2, size // 2] and 0.7 < ref.float().mean() < 0.85
+        worst = min((_iou(estimate_fov(y), ref), name) for name, y in _hard_cases(view, ref))
+        assert worst[0] >= 0.95, (size, angle, worst)
+
+
+@pytest.mark.parametrize("size,views", [
+    (128, [((0.5, 0.5), 0.6, 0), ((0.5, 0.5), 0.6, 30), ((0.62, 0.62), 0.4, -20),
+           ((0.45, 0.22), 0.25, 30)]),                          # the last: the bright optic disc in the middle
+    (192, [((0.38, 0.6), 0.35, 10)])])
+def test_estimate_fov_crops_have_no_border_under_haze_and_low_light(retina_photo, size, views):
+    from hqg.samples import make_view
+    for c, scale, angle in views:
+        view = make_view(retina_photo, size, c, scale, angle)
+        ref = estimate_fov(view)
+        assert ref.all()
+        worst = min((estimate_fov(y).float().mean().item(), name) for name, y in _hard_cases(view, ref))
+        assert worst[0] >= 0.99, (size, c, worst)
+
+
+def _first_version_fov(x, threshold=0.1):
+    "estimate_fov as it was before haze-robustness: luminance > threshold * p99, opening, convex fill."
+    from hqg.core import as_batch, unbatch, convert_channels
+    xb, added = as_batch(x)
+    k = max(3, (min(xb.shape[-2:]) * 3 // 200) | 1)
+    lum = convert_channels(xb, 1).float()
+    m = (lum > threshold * torch.quantile(lum.flatten(1), 0.99, dim=1).clamp_min(1e-6)[:, None, None, None]).float()
+    m = F.max_pool2d(-F.max_pool2d(-m, k, 1, k // 2), k, 1, k // 2) > 0.5
+    H, W = m.shape[-2:]
+    iw, ih = torch.arange(W), torch.arange(H)[:, None]
+    rows = (iw >= torch.where(m, iw, W).amin(-1, keepdim=True)) & (iw <= torch.where(m, iw, -1).amax(-1, keepdim=True))
+    cols = (ih >= torch.where(m, ih, H).amin(-2, keepdim=True)) & (ih <= torch.where(m, ih, -1).amax(-2, keepdim=True))
+    return unbatch(rows & cols, added)
+
+
+def test_estimate_fov_black_borders_give_the_first_versions_mask(retina_photo):
+    "Images with a black border (the shipped samples, metric masks) keep exactly the mask they had."
+    from hqg.samples import make_view
+    for c, scale, angle in [((0.5, 0.5), 1.0, 0), ((0.5, 0.5), 1.0, 290), ((0.3, 0.35), 0.45, 0),
+                            ((0.5, 0.22), 0.4, 0), ((0.45, 0.45), 0.75, 30)]:   # whole views and partial borders
+        view = make_view(retina_photo, 160, c, scale, angle)
+        ref = _first_version_fov(view)
+        assert not ref.all()
+        for y in (view, view * 0.3, view ** 2, degrade(view, "fundus", seed=1, fov=ref)[0]):
+            assert torch.equal(estimate_fov(y), _first_version_fov(y)), (c, scale, angle)
+    for s in range(3):
+        x, _, fov = synth_vessels(96, seed=s, return_fov=True)
+        for y in (x, degrade(x, "fundus", seed=s, fov=fov)[0]):
+            assert torch.equal(estimate_fov(y), _first_version_fov(y))
+
+def test_estimate_fov_batch_is_per_image_and_matches_single_calls(retina_photo):
+    from hqg.samples import make_view
+    whole = degrade(make_view(retina_photo, 96, (0.5, 0.5), 1.0, 0), "fundus", seed=3)[0]
+    crop = degrade(make_view(retina_photo, 96, (0.5, 0.5), 0.5, 0), "fundus", seed=3)[0]
+    both = estimate_fov(torch.stack([whole, crop]))
+    assert both.shape == (2, 1, 96, 96)
+    assert torch.equal(both[0], estimate_fov(whole)) and torch.equal(both[1], estimate_fov(crop))
+    assert both[1].all() and not both[0].all()
+
+
+def test_estimate_fov_no_border_cases():
+    g = torch.Generator().manual_seed(0)
+    assert estimate_fov(torch.rand(3, 48, 64, generator=g)).all()          # noise
+    assert estimate_fov(torch.zeros(3, 32, 32)).all()                      # no contrast at all
+    assert estimate_fov(torch.full((3, 32, 32), 0.4)).all()
+    for s in (0, 1):                                                        # dark CCM images: thin bright nerves
+        x = synth_nerves(96, seed=s)[0]
+        assert estimate_fov(x).all() and estimate_fov(degrade(x, "ccm", seed=s)[0]).all()
+
+
+def test_estimate_fov_keeps_the_black_border_behaviour(fundus):
+    x, _, fov = fundus
+    est = estimate_fov(x)
+    xg = x.clone(); xg[:, ~fov[0].bool()] = 0.02                         # a near-black border with an offset
+    assert _iou(estimate_fov(xg), est) > 0.98
+    assert not estimate_fov(x, fill=False)[0][x[1] < 0.1 * x[1].max()].all()  # no fill: dark holes stay out
+    assert estimate_fov(x, kernel=1).shape == (1, 64, 64)
+
+
+def test_fov_mask_forms_and_errors():
+    x = torch.rand(2, 3, 8, 10)
+    for m in (torch.ones(8, 10), torch.ones(1, 8, 10, dtype=torch.bool), torch.full((2, 1, 8, 10), 0.9)):
+        out = fov_mask(m, x)
+        assert out.dtype == torch.bool and out.ndim == 4 and out.all()
+    assert not fov_mask(torch.full((8, 10), 0.4), x).any()
+    with pytest.raises(ValueError, match=r"fov: expected a mask .* shape \(2, 3, 8, 10\), got \(8, 9\)"):
+        fov_mask(torch.ones(8, 9), x)
+    with pytest.raises(ValueError, match=r"m: expected a mask tensor, got list"):
+        fov_mask([1], x, name="m")
 
 def test_fov_and_argument_errors(fundus):
     x = fundus[0]

@@ -68,7 +68,9 @@ def test_evaluate_command_needs_exactly_one_method(tmp_path, capsys):
 
 
 def test_benchmark_resume_keeps_finished_runs(tmp_path):
-    b = benchmark(["identity", "hqg"], FUNDUS, seeds=[0], steps=1, out=tmp_path, device="cpu", overrides=SMOKE, verbose=False)
+    guides = sorted((FUNDUS / "hq").iterdir())[:2]  # guidance columns for the HQG-Net run; kept in the plan on resume
+    b = benchmark(["identity", "hqg"], FUNDUS, seeds=[0], steps=1, out=tmp_path, device="cpu", overrides=SMOKE, verbose=False,
+                  guides=guides)
     ck = b / "train" / "hqg" / "seed0" / "checkpoints" / "last.pt"
     before = ck.stat().st_mtime_ns
     b2 = benchmark(["identity", "hqg"], FUNDUS, seeds=[0], steps=1, out=tmp_path, device="cpu", resume=True, verbose=False)
@@ -80,6 +82,8 @@ def test_benchmark_resume_keeps_finished_runs(tmp_path):
     assert (b / "eval" / "hqg" / "seed0" / "metrics.json").is_file()
     res = json.loads((b / "results.json").read_text())
     assert [r["method"] for r in res["runs"]] == ["identity", "hqg"] and res["summary"]["hqg"]["psnr"]["n"] == 1
+    assert 0 <= res["runs"][1]["guidance_following"] <= 1 and "guidance_spread" not in res["runs"][0]  # re-evaluated with the plan's guides
+    assert json.loads((b / "eval" / "hqg" / "seed0" / "metrics.json").read_text())["guidance"]["K"] == 2
 
 
 def test_benchmark_rejects_unknown_methods_before_training(tmp_path, capsys):
@@ -126,3 +130,73 @@ def test_benchmark_workers_give_the_same_results_as_one_process(tmp_path):
 def test_claim_check_does_not_judge_single_seeds():
     s = {"hqg": {"psnr": (25.0, 0.0, 1)}, "cyclegan": {"psnr": (22.0, 0.0, 1)}}
     assert claim_check(s, others=("cyclegan",)) == ["hqg vs cyclegan, PSNR (dB): 25 vs 22 (+3): not judged (one seed: no spread to compare with)"]
+
+
+# --- "enhance, don't recolour" columns and guidance (hqg.evaluate.score_image, evaluate(guides=...)) ---
+
+def _eye(size=64, seed=0):
+    "A synthetic whole-eye RGB view: a bright textured disk on a black surround, (1,3,H,W)."
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    disk = ((xx ** 2 + yy ** 2) < 0.7).float()
+    tex = 0.5 + 0.15 * torch.sin(9 * xx) * torch.cos(7 * yy) + 0.02 * torch.randn(size, size, generator=g)
+    return (disk * tex * torch.tensor([1.0, 0.6, 0.3]).view(3, 1, 1))[None].clamp(0, 1)
+
+
+def test_score_image_adds_vessel_contrast_noise_and_border_columns():
+    gt = _eye(); x_lq = 0.3 + 0.4 * gt  # washed out, and a grey surround
+    s = score_image(x_lq, gt.clone(), gt)  # a perfect "enhancer"
+    new = {"vessel_contrast", "vessel_contrast_in", "noise", "noise_in", "border", "border_in"}
+    assert new <= set(s) and {"psnr", "psnr_in", "ssim", "ssim_in", "structure", "uniformity", "uniformity_in"} <= set(s)
+    assert s["vessel_contrast"] == pytest.approx(1.0, abs=1e-6) and s["vessel_contrast_in"] == pytest.approx(0.4, abs=0.02)
+    assert s["border"] < 0.01 and s["border_in"] == pytest.approx(0.3, abs=0.01)  # FOV from the gt: the disk
+    inner = gt[..., 16:48, 16:48]  # inside the disk
+    noisy = (inner + 0.05 * torch.randn(inner.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
+    s2 = score_image(inner, noisy)  # no gt: contrast against the input, input ratio 1 by definition
+    assert s2["vessel_contrast_in"] == 1.0 and s2["noise"] > 2 * s2["noise_in"]
+    assert s2["vessel_contrast"] == pytest.approx(1.0, abs=0.05)  # white noise lies mostly above the vessel band
+    stretched = (inner.mean() + 1.5 * (inner - inner.mean())).clamp(0, 1)
+    assert score_image(inner, stretched)["vessel_contrast"] == pytest.approx(1.5, abs=0.05)
+    crop = score_image(gt[..., 20:44, 20:44], gt[..., 20:44, 20:44])  # no surround: no border value
+    assert crop["border"] != crop["border"] and crop["border_in"] != crop["border_in"]  # NaN
+
+
+def test_evaluate_with_guides_writes_guidance_into_metrics_json(tmp_path):
+    from hqg.networks import HQGNet
+    torch.manual_seed(0)
+    net = HQGNet(3, "tiny", gen_base=8, enc_base=8, disc_base=8)
+    net.set_default_guidance(torch.rand(1, 3, 32, 32))
+    data, ds = tmp_path / "data", tmp_path / "guides_ds"
+    (data / "lq").mkdir(parents=True); (ds / "hq").mkdir(parents=True)
+    for i in range(2): write_image(data / "lq" / f"im{i}.png", _eye(48, seed=i)[0])
+    for i, c in enumerate(([1.0, 0.5, 0.3], [1.0, 0.4, 0.2], [0.4, 0.6, 1.0])):
+        write_image(ds / "hq" / f"g{i}.png", (_eye(32, seed=9)[0] * torch.tensor(c).view(3, 1, 1)).clamp(0, 1))
+    (ds / "manifest.json").write_text(json.dumps({"files": [{"file": f"hq/g{i}.png", "style": {"name": n}}
+                                                            for i, n in enumerate(("warm", "warm", "cool"))]}))
+    kw = dict(device="cpu", plots=False, save_images=False, diagnostics=False, verbose=False)
+    r = evaluate(net, data, tmp_path / "o", guides=ds / "hq", **kw)
+    g = json.loads((tmp_path / "o" / "metrics.json").read_text())["guidance"]
+    assert g == r["guidance"] and (g["K"], g["n_inputs"], g["styles"]) == (3, 2, ["warm", "warm", "cool"])
+    assert 0 <= g["following"] <= 1 and g["spread"] > 0 and len(g["guides"]) == 3
+    table = (tmp_path / "o" / "table.md").read_text()
+    assert "## Guidance" in table and "3 guides (2 styles), 2 inputs" in table and "chance 1/K = 0.333" in table
+    rows = list(csv.DictReader(open(tmp_path / "o" / "per_image.csv")))
+    assert {"vessel_contrast", "noise", "noise_in", "border", "border_in"} <= set(rows[0])
+    assert "guidance" not in evaluate(net, data, tmp_path / "p", **kw)  # no guides: nothing new in metrics.json
+    assert "guidance" not in evaluate("identity", data, tmp_path / "q", guides=ds / "hq", **kw)  # no guidance to test
+    with pytest.raises(ValueError, match="guides: expected at least 2 guide images, got 1"):
+        evaluate(net, data, tmp_path / "r", guides=[ds / "hq" / "g0.png"], **kw)
+
+
+def test_benchmark_table_has_contrast_noise_border_and_guidance_columns():
+    rows = [{"method": "hqg", "seed": s, "psnr": 25.0, "psnr_in": 19.0, "vessel_contrast": 0.9 + 0.1 * s,
+             "vessel_contrast_in": 0.8, "noise": 0.01, "noise_in": 0.02, "border": 0.01, "border_in": 0.01,
+             "guidance_spread": 0.02, "guidance_following": 0.5} for s in range(2)] + \
+           [{"method": "clahe", "seed": None, "psnr": 20.0, "psnr_in": 19.0, "vessel_contrast": 1.2, "vessel_contrast_in": 0.8,
+             "noise": 0.03, "noise_in": 0.02, "border": float("nan"), "border_in": 0.01}]
+    table = results_table(summarize_runs(rows)).splitlines()
+    assert table[0] == ("| method | PSNR (dB) | vessel contrast (x reference) | noise std (MAD) | border mean (outside FOV) | "
+                        "guidance spread | guidance following | seeds | train s/run |")
+    assert table[2] == "| *input (LQ)* | 19.00 | 0.8000 | 0.0200 | 0.0100 | - | - | | |"
+    assert table[3] == "| hqg | 25.00 ± 0.00 | 0.9500 ± 0.0707 | 0.0100 ± 0.0000 | 0.0100 ± 0.0000 | 0.0200 ± 0.0000 | 0.5000 ± 0.0000 | 2 | - |"
+    assert table[4] == "| clahe | 20.00 ± 0.00 | 1.2000 ± 0.0000 | 0.0300 ± 0.0000 | - | - | - | 1 | - |"

@@ -110,7 +110,7 @@ def test_guidance_inputs_from_paths_and_folder():
     net = HQGNet(3, "tiny")
     lq = sorted((FUNDUS / "lq").glob("*.png"))[:1]
     g = GuidanceExplorer(net, lq, FUNDUS / "hq")
-    assert len(g.hq_images) == 8 and g.guide_a.max == 7
+    assert len(g.hq_images) == 14 and g.guide_a.max == 13
     assert g.render()["enh"].shape == (192, 192, 3)
 
 

@@ -255,6 +255,111 @@ def test_corrupt_and_foreign_checkpoints(tmp_path):
         HQGNet.from_checkpoint(tmp_path / "nope.pt")
 
 
+
+# --- black outside the field of view -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def retina_views():
+    "A whole field-of-view view (black corners) and a crop inside the retina, both hazy over the whole frame."
+    skdata = pytest.importorskip("skimage.data")
+    from hqg.samples import make_view
+    from hqg.degrade import degrade
+    try:
+        photo = torch.from_numpy(skdata.retina()).permute(2, 0, 1).float() / 255
+    except Exception as e:
+        pytest.skip(f"skimage retina not available: {e}")
+    whole, crop = make_view(photo, 96, (0.5, 0.5), 1.0, 30), make_view(photo, 96, (0.5, 0.5), 0.5, 0)
+    return whole, degrade(whole, "fundus", seed=2)[0], degrade(crop, "fundus", seed=2)[0]
+
+
+def guided_net(c=3, **kw):
+    net = small_net(c, **kw)
+    net.set_default_guidance(rand(2, c, 32, 32, seed=1))
+    return net
+
+
+def test_enhance_fov_auto_blackens_the_border_and_leaves_crops_alone(retina_views):
+    from hqg.degrade import estimate_fov
+    clean, whole, crop = retina_views
+    net = guided_net()
+    inside = estimate_fov(clean)[0]                              # the FOV of the clean view
+    assert whole[:, ~inside].mean() > 0.1                        # the hazy input's border is grey ...
+    y_none, y_auto = net.enhance(whole, fov="none"), net.enhance(whole, fov="auto")
+    assert y_none[:, ~inside].mean() > 0.05                      # ... and so is the plain output
+    far = ~(F.max_pool2d(inside.float()[None], 5, 1, 2)[0] > 0)    # 2 px or more outside the FOV
+    core = ~(F.max_pool2d((~inside).float()[None], 5, 1, 2)[0] > 0)  # 2 px or more inside it
+    assert y_auto[:, far].abs().max() < 1e-6                      # black with fov="auto"
+    assert (y_auto[:, ~inside] == 0).float().mean() > 0.9           # the rest: a ring within 2 px of the rim
+    torch.testing.assert_close(y_auto[:, core], y_none[:, core], rtol=0, atol=1e-6)
+    torch.testing.assert_close(net.enhance(crop, fov="auto"), net.enhance(crop, fov="none"), rtol=0, atol=1e-6)
+    both = net.enhance(torch.stack([whole, crop]), fov="auto")  # decided per image in a batch
+    torch.testing.assert_close(both, torch.stack([y_auto, net.enhance(crop, fov="none")]), rtol=0, atol=1e-5)
+
+
+def test_enhance_fov_mask_forms_agree_and_gray_auto_is_untouched():
+    net = guided_net()
+    x = rand(2, 3, 32, 32, seed=3)
+    m = torch.zeros(32, 32, dtype=torch.bool); m[4:28, 6:30] = True
+    ref = net.enhance(x, fov=m)
+    assert ref[:, :, ~m].abs().max() < 1e-6 and ref[:, :, m].min() > 0
+    for form in (m.float(), m[None], m[None, None].expand(2, 1, -1, -1), m[None, None].float() * 0.9):
+        torch.testing.assert_close(net.enhance(x, fov=form), ref, rtol=0, atol=1e-6)
+    torch.testing.assert_close(net.enhance(x, fov=False), net.enhance(x, fov="none"), rtol=0, atol=1e-6)
+    assert net.fov_mask(x) is None and net.fov_mask(x, "auto").all()   # random images: no border found
+    g = guided_net(1)
+    x1 = rand(1, 1, 32, 32, seed=4) * (m.float() + 0.01)
+    torch.testing.assert_close(g.enhance(x1, fov="auto"), g.enhance(x1), rtol=0, atol=1e-6)  # gray: never masked
+
+
+def test_fov_default_round_trips_through_checkpoints(tmp_path, retina_views):
+    _, whole, _ = retina_views
+    net = guided_net(fov="auto")
+    assert net.fov == "auto" and net.model_config["fov"] == "auto"
+    torch.testing.assert_close(net.enhance(whole), net.enhance(whole, fov="auto"), rtol=0, atol=0)
+    back = HQGNet.from_checkpoint(net.save_checkpoint(tmp_path / "auto.pt"))
+    assert back.fov == "auto"
+    torch.testing.assert_close(back.enhance(whole), net.enhance(whole), rtol=0, atol=1e-6)
+    ck = torch.load(tmp_path / "auto.pt", weights_only=True)
+    del ck["model_config"]["fov"]; torch.save(ck, tmp_path / "old.pt")       # written before the setting existed
+    assert HQGNet.from_checkpoint(tmp_path / "old.pt").fov == "none"
+    back.fov = "none"
+    assert "fov" not in back.model_config                                   # configs from before compare equal
+    assert HQGNet.from_checkpoint(back.save_checkpoint(tmp_path / "none.pt")).fov == "none"
+
+
+@pytest.mark.parametrize("fov,match", [
+    ("Auto", r"fov: expected None, 'auto', 'none', False or a mask tensor, got 'Auto'"),
+    (True, r"got True"), (0.5, r"got 0.5"),
+    (torch.ones(32, 31), r"fov: expected a mask .*got \(32, 31\)"),
+    (torch.ones(3, 1, 32, 32), r"got \(3, 1, 32, 32\)"),
+    (torch.ones(2, 3, 32, 32), r"got \(2, 3, 32, 32\)")])
+def test_enhance_bad_fov_is_named(fov, match):
+    net = guided_net()
+    with pytest.raises(ValueError, match=match):
+        net.enhance(rand(2, 3, 32, 32), fov=fov)
+
+
+def test_bad_fov_setting_is_named(tmp_path):
+    with pytest.raises(ValueError, match=r"fov: expected one of \['auto', 'none'\], got 'black'"):
+        HQGNet(3, fov="black", **SMALL)
+    net = small_net()
+    with pytest.raises(ValueError, match="got None"):
+        net.fov = None
+    ck = net.checkpoint_dict(); ck["model_config"]["fov"] = "always"; torch.save(ck, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="bad.pt: checkpoint does not fit its model_config: fov: expected"):
+        HQGNet.from_checkpoint(tmp_path / "bad.pt")
+
+
+def test_enhance_samples_follows_the_fov_setting(retina_views):
+    "hqg.uncertainty.enhance_samples masks like `enhance`: its deterministic sample is the enhanced image."
+    from hqg.uncertainty import enhance_samples
+    _, whole, _ = retina_views
+    net = guided_net(fov="auto")
+    smp = enhance_samples(net, whole, n=2, temperature=0.0)
+    torch.testing.assert_close(smp.mean, net.enhance(whole), rtol=0, atol=1e-5)
+    assert not torch.allclose(smp.mean, net.enhance(whole, fov="none"), atol=1e-3)
+    assert enhance_samples(net, whole, n=3, temperature=1.0).std.shape == whole.shape
+
 # --- sizes -------------------------------------------------------------------------------------------------
 
 def test_count_params_and_macs_known_values():

@@ -315,7 +315,7 @@ def test_validation_uses_the_fov_masked_metrics_the_demo_reports(tmp_path):
     cfg = load_config("tiny", dict(SMOKE, **{"train.val_every": 1, "train.log_every": 1}))
     run = train(cfg, tmp_path, max_steps=1, progress=False)
     last = read_metrics(run)[-1]
-    t = FUNDUS / "test"
+    t = FUNDUS / "val"                                  # validation runs on root/val (settings are chosen there)
     rows = score_pairs(t / "lq", t / "lq", t / "gt")   # the LQ inputs scored as in `hqg demo`
     assert abs(last["val_psnr_lq"] - sum(r["psnr_lq"] for r in rows) / len(rows)) < 1e-3
     assert abs(last["val_ssim_lq"] - sum(r["ssim_lq"] for r in rows) / len(rows)) < 1e-4

@@ -1,12 +1,12 @@
 """data_samples/ is exactly what `hqg samples` makes, and reads as the datasets expect."""
-import json
+import json, math
 from pathlib import Path
 
 import pytest
 import torch
 
 from hqg.io import read_image, list_images
-from hqg.samples import make_samples, make_view
+from hqg.samples import make_samples, make_view, STYLES
 from hqg.data import UnpairedDataset, PairedTestSet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,17 +22,30 @@ def test_samples_regenerate_identically(tmp_path, name):
     for rel in new:
         a, b = read_image(tmp_path / name / rel), read_image(DS / name / rel)
         assert a.shape == b.shape, rel
-        # bit-identical on the machine that made them; allow one 8-bit step for other BLAS/CPU builds
-        assert (a - b).abs().max() <= 1 / 255 + 1e-6, rel
-        assert (a - b).abs().mean() < 1e-3, rel
+        # The bound `hqg samples` guarantees across x86 CPUs and BLAS builds (resampling and blur round
+        # differently): at most 4 8-bit steps at any pixel, and PSNR against the committed file >= 50 dB.
+        d = (a - b).abs()
+        assert d.max() <= 4 / 255 + 1e-6, (rel, float(d.max()) * 255)
+        mse = float((d ** 2).mean())
+        assert mse == 0.0 or 10 * math.log10(1 / mse) >= 50.0, (rel, mse)
 
 
 def test_fundus_sample_layout_and_provenance():
     man = json.loads((DS / "fundus" / "manifest.json").read_text())
     assert man["set"] == "fundus" and all(e["synthetic"] is False for e in man["files"])
     lq = [e for e in man["files"] if e["file"].startswith("lq/")]
+    hq = [e for e in man["files"] if e["file"].startswith("hq/")]
+    guides = [e for e in man["files"] if e["file"].startswith("guides/")]
+    # HQ images in several acquisition styles, recorded per file; every style has a guide; LQ has no style
+    assert len(hq) == 14 and {e["style"]["name"] for e in hq} == set(STYLES)
+    assert sorted(e["style"]["name"] for e in guides) == sorted(STYLES)
+    assert all("style" not in e for e in lq)
+    # a paired validation split (choose settings there) beside the test split, in the reference tone
+    val = [e for e in man["files"] if e["file"].startswith("val/")]
+    assert len(val) == 8 and all(e.get("style", {}).get("name", "reference") == "reference" for e in val)
+    assert len(list_images(DS / "fundus" / "val" / "lq")) == len(list_images(DS / "fundus" / "val" / "gt")) == 4
     assert len(lq) == 8 and all(e["degradation"]["preset"] == "fundus" for e in lq)
-    kinds = {e["file"].rsplit("_", 1)[-1] for e in man["files"]}
+    kinds = {e["file"].rsplit("_", 1)[-1] for e in man["files"] if not e["file"].startswith("guides/")}
     assert kinds == {"fov.png", "crop.png"}  # whole field of view and crops
     # HQ and LQ views come from different regions (unpaired): no HQ view equals an LQ view's geometry
     geo = lambda split: {(tuple(e["view"]["center"]), e["view"]["scale"], e["view"]["angle"])
