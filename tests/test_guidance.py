@@ -91,3 +91,15 @@ def test_black_border_outside_the_field_of_view(net, inputs):
     assert (~m).float().mean() > 0.1
     y = net.enhance(x)
     assert float(y.expand(1, 3, *y.shape[-2:])[(~m).expand_as(y)].mean()) <= 0.02
+
+
+def test_every_guide_choice_in_the_explorer_visibly_changes_the_image(net):
+    "GuidanceExplorer on the shipped model: for each guide, moving to some other guide changes the image by >= 0.01."
+    from hqg.explorer import GuidanceExplorer
+    ex = GuidanceExplorer(net, [FUNDUS / "test" / "lq" / "test_00_fov.png"], FUNDUS / "guides")
+    outs = []
+    for k in range(len(ex.hq_images)):
+        ex.guide_a.value = k
+        outs.append(ex.render()["enh"])
+    change = [max(float(abs(a - b).mean()) for j, b in enumerate(outs) if j != k) for k, a in enumerate(outs)]
+    assert min(change) >= 0.01, change
