@@ -377,21 +377,27 @@ def style_loss(x_enh: torch.Tensor, # (B,C,H,W) enhanced images
                fov_enh: torch.Tensor | None = None, # FOV of x_enh (e.g. `dark_fov(x_lq)`); None: dark_fov(x_enh)
                fov_ref: torch.Tensor | None = None, # FOV of x_ref; None: dark_fov(x_ref)
                contrast_weight: float = 0.25, # w_kappa
+               ref_stats: torch.Tensor | None = None, # (B|1, 2C+1) precomputed statistics of the guides (then x_ref is unused)
               ) -> torch.Tensor:
     "Guide-style consistency (scalar): L1 of FOV colour means/spreads + w_kappa |log contrast ratio|."
     check_image(x_enh, name="x_enh", ndim=4); check_image(x_ref, name="x_ref", ndim=4)
     if x_ref.shape[1] != x_enh.shape[1] or x_ref.shape[0] not in (1, x_enh.shape[0]):
         raise ValueError(f"x_ref: expected (1 or {x_enh.shape[0]},{x_enh.shape[1]},H,W) like x_enh, got {tuple(x_ref.shape)}")
     se = style_statistics(x_enh, fov_enh)
-    with torch.no_grad(): sr = style_statistics(x_ref, fov_ref).expand_as(se)
+    if ref_stats is not None:
+        if ref_stats.ndim != 2 or ref_stats.shape[1] != se.shape[1] or ref_stats.shape[0] not in (1, se.shape[0]):
+            raise ValueError(f"ref_stats: expected (1 or {se.shape[0]}, {se.shape[1]}), got {tuple(ref_stats.shape)}")
+        sr = ref_stats.to(se).detach().expand_as(se)
+    else:
+        with torch.no_grad(): sr = style_statistics(x_ref, fov_ref).expand_as(se)
     c2 = 2 * x_enh.shape[1]
     return (se[:, :c2] - sr[:, :c2]).abs().mean() + contrast_weight * (se[:, c2:].log() - sr[:, c2:].log()).abs().mean()
 
 class StyleLoss(nn.Module):
     "Module form of `style_loss`."
     def __init__(self, contrast_weight: float = 0.25): super().__init__(); self.contrast_weight = contrast_weight
-    def forward(self, x_enh, x_ref, fov_enh=None, fov_ref=None):
-        return style_loss(x_enh, x_ref, fov_enh, fov_ref, self.contrast_weight)
+    def forward(self, x_enh, x_ref, fov_enh=None, fov_ref=None, ref_stats=None):
+        return style_loss(x_enh, x_ref, fov_enh, fov_ref, self.contrast_weight, ref_stats)
     def extra_repr(self): return f"contrast_weight={self.contrast_weight}"
 
 # %% ../nbs/07_losses.ipynb #d3a1c6df
@@ -455,7 +461,8 @@ class HQGLoss(nn.Module):
                  struct_window: int = 11, illum_patch_sizes: Sequence[int] = (48, 96),
                  seg_w_dice: float = 1.0, seg_w_bce: float = 1.0,
                  lambda_style: float = 0.0, style_contrast_weight: float = 0.25, # guide-style consistency (z vs x̂)
-                 wavelet_per_level: bool = False, wavelet_beta: float = 0.0):
+                 wavelet_per_level: bool = False, wavelet_beta: float = 0.0,
+                 style_target: str = "crop"): # "crop": the guide crop's statistics; "image": its whole HQ file's (trainer)
         super().__init__()
         self.weights = dict(adv=lambda_adv, wavelet=lambda_wavelet, feat=lambda_feat, cons=lambda_cons,
                             struct=lambda_struct, illum=lambda_illum, kl=lambda_kl, seg=lambda_seg, style=lambda_style)
@@ -471,6 +478,8 @@ class HQGLoss(nn.Module):
         self.struct, self.illum = StructureLoss(window=struct_window), IlluminationLoss(patch_sizes=illum_patch_sizes)
         self.seg = SegLoss(w_dice=seg_w_dice, w_bce=seg_w_bce)
         self.style = StyleLoss(contrast_weight=style_contrast_weight)
+        if style_target not in ("crop", "image"): raise ValueError(f"style_target: expected 'crop' or 'image', got {style_target!r}")
+        self.style_target = style_target
 
     def forward(self, x_lq: torch.Tensor, # (B,C,H,W) LQ input y
                 x_enh: torch.Tensor, # (B,C,H,W) enhanced x̂ = G(y, z)
@@ -482,6 +491,7 @@ class HQGLoss(nn.Module):
                 enc_extra: Callable | None = None, # optional user encoder, for "feat"
                 seg_logits: torch.Tensor | None = None, # (B,K,H,W) S(x̂) logits, for "seg"
                 mask: torch.Tensor | None = None, # (B,K,H,W) masks, for "seg"
+                style_ref: torch.Tensor | None = None, # (B,2C+1) guide statistics for "style" (default: from x_hq)
                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         "Return `(total, terms)`: the weighted sum and a dict of detached, unweighted term values (+ 'total')."
         check_image(x_enh, name="x_enh")
@@ -495,7 +505,7 @@ class HQGLoss(nn.Module):
         if lam["struct"]: v["struct"] = self.struct(x_lq, x_enh)
         if lam["illum"]: v["illum"] = self.illum(x_enh)
         if lam["kl"]: _need("kl", lam["kl"], kl=kl); v["kl"] = kl.mean()
-        if lam["style"]: _need("style", lam["style"], x_hq=x_hq); v["style"] = self.style(x_enh, x_hq, dark_fov(x_lq))
+        if lam["style"]: _need("style", lam["style"], x_hq=x_hq); v["style"] = self.style(x_enh, x_hq, dark_fov(x_lq), ref_stats=style_ref)
         if lam["seg"]: _need("seg", lam["seg"], seg_logits=seg_logits, mask=mask); v["seg"] = self.seg(seg_logits, mask)
         total = sum((lam[k] * t for k, t in v.items()), x_enh.new_zeros(()))
         terms = {k: v[k].detach().float() if k in v else torch.zeros((), device=x_enh.device) for k in TERM_NAMES}

@@ -165,6 +165,7 @@ class LossConfig(_Section):
     style_contrast_weight: float = _f(0.25, min=0.0) # weight of the contrast statistic inside the style term
     wavelet_per_level: bool = _f(False) # normalise each wavelet level by its own RMS (a gain per scale is free)
     wavelet_beta: float = _f(0.0, min=0.0) # 0: L1 on the wavelet coefficients; > 0: smooth L1 (quadratic below beta)
+    style_target: str = _f("crop", choices=("crop", "image")) # style term's target: the guide crop, or its whole HQ image
 
 # %% ../nbs/13_runs.ipynb #3cd98d41
 @dataclass(frozen=True)

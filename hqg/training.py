@@ -264,6 +264,7 @@ class Trainer:
         self.last_metrics, self.last_checkpoint, self._loader_rng = {}, None, self.loader.generator.get_state()
         self._user_guidance = net.has_default_guidance
         self._samples = self._guidance_images = self._val_lq = None
+        self._style_ref, self._style_cache = None, {}
         self._columns = (["step", "epoch", "d_adv", "d_r1", "d_total"] + [f"g_{k}" for k in TERM_NAMES] +
                          ["g_total", "lr_g", "lr_d", "s_per_step"] +
                          ([f"val_{m}{s}" for m in self.val_metrics for s in ("", "_lq")] if val_set is not None else []))
@@ -352,7 +353,7 @@ def _g_step(self: Trainer, x_lq: torch.Tensor, x_hq: torch.Tensor, # the step's 
     try:
         with _autocast(self):
             fake = self.disc(x_enh).float()  # unwrapped D: no DDP hook of D fires in the G step
-            total, terms = self.loss(x_lq, x_enh, fake, x_hq, kl, enc_gen=self.gen.content_features,
+            total, terms = self.loss(x_lq, x_enh, fake, x_hq, kl, style_ref=self._style_ref, enc_gen=self.gen.content_features,
                                      enc_hq=self.enc, enc_extra=self.enc_extra)
         named = {**{f"g_{k}": terms[k] for k in TERM_NAMES if k in terms}, "g_total": total}
         vec = _guard(self, named, {f"g_{k}": w for k, w in getattr(self.loss, "weights", {}).items()})
@@ -360,6 +361,16 @@ def _g_step(self: Trainer, x_lq: torch.Tensor, x_hq: torch.Tensor, # the step's 
         self.opt_g.zero_grad(set_to_none=True)
     finally: self.disc.train().requires_grad_(True)
     return dict(zip(named, vec))
+
+@torch.no_grad()
+def _image_style(tr: Trainer, batch: dict) -> torch.Tensor | None:
+    "With loss.style_target 'image': style statistics of each HQ partner's whole file (cached), else None."
+    if getattr(tr.loss, "style_target", "crop") != "image" or "hq_path" not in batch: return None
+    from hqg.io import read_image
+    from hqg.losses import style_statistics
+    for p in batch["hq_path"]:
+        if p not in tr._style_cache: tr._style_cache[p] = style_statistics(read_image(p, channels=tr.net.in_channels)[None])[0]
+    return _to_device(tr, torch.stack([tr._style_cache[p] for p in batch["hq_path"]]))
 
 def check_batch(batch) -> None:
     "ValueError unless `batch` is a loader batch with 'lq' and 'hq' images (shared by every trainer)."
@@ -380,6 +391,7 @@ def _train_step(self: Trainer, batch: dict, # a loader batch with "lq" and "hq"
     "generate -> D step -> G step -> schedulers, step += 1 -> EMA update."
     check_batch(batch)
     x_lq, x_hq = _to_device(self, batch["lq"]), _to_device(self, batch["hq"])
+    self._style_ref = _image_style(self, batch)
     x_enh, kl = self.generate(x_lq, x_hq)
     out = {**self.d_step(x_hq, x_enh), **self.g_step(x_lq, x_hq, x_enh, kl)}
     end_step(self)

@@ -405,3 +405,18 @@ def test_losses_dtype_grid(dtype):
     for v in (wavelet_content_loss(y, x_enh), structure_loss(y, x_enh), illumination_loss(x_enh, (8,)),
               feature_loss(lambda t: t.flatten(1), y, x_enh)):
         assert v.dtype == dtype and v.ndim == 0 and torch.isfinite(v)
+
+
+def test_style_loss_with_precomputed_guide_statistics():
+    from hqg.losses import style_loss, style_statistics
+    g = torch.Generator().manual_seed(0)
+    x_enh, x_ref = torch.rand(2, 3, 32, 32, generator=g), torch.rand(2, 3, 32, 32, generator=g) * 0.5
+    ref = style_statistics(x_ref)
+    assert style_loss(x_enh, x_ref, ref_stats=ref).item() == pytest.approx(style_loss(x_enh, x_ref).item(), rel=1e-5)
+    # statistics of another image replace those of x_ref
+    other = style_statistics(torch.rand(1, 3, 32, 32, generator=g))
+    assert abs(style_loss(x_enh, x_ref, ref_stats=other).item() - style_loss(x_enh, x_ref).item()) > 1e-3
+    with pytest.raises(ValueError, match=r"ref_stats: expected \(1 or 2, 7\), got \(2, 3\)"):
+        style_loss(x_enh, x_ref, ref_stats=torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="style_target: expected 'crop' or 'image'"):
+        HQGLoss(style_target="file")

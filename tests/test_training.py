@@ -385,3 +385,20 @@ def test_ddp_two_gloo_ranks_train_identical_weights_and_rank0_writes_once(tmp_pa
     assert ck["step"] == 3 and ck["train_state"]["data"]["world_size"] == 2
     assert equal(ck["train_state"]["gen"], r0["gen"]) and equal(ck["train_state"]["disc"], r0["disc"])
     assert [json.loads(l)["step"] for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+
+
+def test_image_style_targets_come_from_the_whole_hq_file(tmp_path):
+    "loss.style_target 'image': the style term's targets are the statistics of each HQ partner's whole file (cached)."
+    from hqg.runs import load_config, build
+    from hqg.training import Trainer
+    from hqg.losses import style_statistics
+    from hqg.io import read_image
+    cfg = load_config("tiny", {"data.root": str(Path(__file__).resolve().parents[1] / "data_samples" / "fundus"),
+                               "data.size": 32, "data.batch_size": 2, "loss.style_target": "image",
+                               "model.overrides": {"gen_base": 8, "enc_base": 8, "disc_base": 8}})
+    net, loss, ds, _ = build(cfg)
+    tr = Trainer(net, loss, ds, run_dir=tmp_path, batch_size=2, max_steps=1, progress=False, val_every=None)
+    tr.fit()
+    assert len(tr._style_cache) >= 1
+    p, stats = next(iter(tr._style_cache.items()))
+    torch.testing.assert_close(stats, style_statistics(read_image(p)[None])[0])
