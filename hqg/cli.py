@@ -310,7 +310,7 @@ def _cmd_evaluate(a):
     if (a.checkpoint is None) == (a.method is None):
         raise ValueError("evaluate: pass exactly one of --checkpoint CKPT or --method NAME (identity, gamma, clahe)")
     res = evaluate(a.checkpoint or a.method, a.data, a.out, guidance=a.guidance, device=a.device,
-                   save_images=not a.no_images)
+                   save_images=not a.no_images, guides=a.guides)
     print(f"evaluation written to {a.out} (per_image.csv, metrics.json, table.md, grid.png, distributions.png)")
     return 1 if res["failed"] else 0
 
@@ -319,7 +319,7 @@ def _cmd_benchmark(a):
     from hqg.runs import parse_overrides
     from hqg.benchmark import DEFAULT_METHODS
     bench = benchmark(a.methods or DEFAULT_METHODS, a.data, preset=a.preset, seeds=a.seeds, steps=a.steps, out=a.out, resume=a.resume,
-                      device=a.device, overrides=parse_overrides(a.set or []) or None, workers=a.workers)
+                      device=a.device, overrides=parse_overrides(a.set or []) or None, workers=a.workers, guides=a.guides)
     print(f"benchmark written to {bench} (table.md, results.csv, results.json, results.png)")
 
 def _cmd_enhance(a):
@@ -375,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--out", required=True, help="output folder")
     v.add_argument("--guidance", default=None, help="HQ guidance image or folder (default: the checkpoint's code)")
     v.add_argument("--no-images", action="store_true", help="do not write the enhanced images")
+    v.add_argument("--guides", default=None, help="folder of HQ guides of different styles: guidance spread/following")
     v.add_argument("--device", default="auto")
     v.set_defaults(func=_cmd_evaluate)
     k = sub.add_parser("benchmark", help="train every method with one budget and seeds, evaluate all, one table")
@@ -388,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--resume", action="store_true", help="continue the newest benchmark under --out")
     k.add_argument("--workers", type=int, default=1, help="train this many runs at a time (processes, 1 thread each)")
     k.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="config overrides for every learned method")
+    k.add_argument("--guides", default=None, help="folder of HQ guides of different styles: guidance columns")
     k.set_defaults(func=_cmd_benchmark)
     x = sub.add_parser("export", help="write a small inference model file (float16) from a training checkpoint")
     x.add_argument("--checkpoint", required=True); x.add_argument("--out", required=True)

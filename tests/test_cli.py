@@ -270,3 +270,10 @@ def test_enhance_uncertainty_writes_a_map_beside_each_output(tmp_path, capsys):
     assert u.shape == (1, 192, 192) and u.dtype == torch.float32 and 0 < float(u.mean()) < 0.1
     assert main(["enhance", "--input", str(src), "--output", str(tmp_path / "b"), "--uncertainty", "1"]) == 2
     assert "uncertainty: expected 0 (off) or a number of samples >= 2, got 1" in capsys.readouterr().err
+
+
+def test_evaluate_and_benchmark_take_guides():
+    from hqg.cli import build_parser
+    a = build_parser().parse_args(["evaluate", "--method", "clahe", "--data", "x", "--out", "y", "--guides", "g"])
+    b = build_parser().parse_args(["benchmark", "--methods", "identity", "--guides", "data_samples/fundus/guides"])
+    assert (a.guides, b.guides) == ("g", "data_samples/fundus/guides")
