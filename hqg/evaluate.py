@@ -13,7 +13,7 @@ import kornia
 from .core import check_image, convert_channels, get_device
 from .io import read_image, write_image, list_images, ImageReadError
 from .wavelets import wavedec2
-from .degrade import estimate_fov
+from .degrade import estimate_fov, fov_mask
 from .metrics import evaluate_pair
 from .losses import vessel_scale_contrast
 from .networks import HQGNet
@@ -94,11 +94,7 @@ def _mask(fov: torch.Tensor | None, x: torch.Tensor, name: str = "fov") -> torch
     "`fov` as a bool (B,1,H,W) mask for `x` (all True when None); ValueError naming the shapes otherwise."
     B, _, H, W = x.shape
     if fov is None: return torch.ones(B, 1, H, W, dtype=torch.bool, device=x.device)
-    if not isinstance(fov, torch.Tensor) or fov.ndim != 4 or fov.shape[1] != 1 or fov.shape[0] not in (1, B) \
-            or tuple(fov.shape[-2:]) != (H, W):
-        raise ValueError(f"{name}: expected a (B,1,H,W) mask with B = {B} (or 1) and H, W = {H}, {W} as x, "
-                         f"got shape {tuple(getattr(fov, 'shape', ()))}")
-    return fov.to(x.device).bool().expand(B, 1, H, W)
+    return fov_mask(fov, x, name).expand(B, 1, H, W)  # hqg.degrade's one mask check
 
 def _masked_mean_std(v: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     "Per-channel mean and population std of v (B,C,H,W) where m (B,1,H,W) is True: two (B,C) tensors (NaN if empty)."

@@ -303,6 +303,7 @@ def _first_version_fov(x, threshold=0.1):
 
 def test_estimate_fov_black_borders_give_the_first_versions_mask(retina_photo):
     "Images with a black border (the shipped samples, metric masks) keep exactly the mask they had."
+    # Exact on purpose: bool masks from the same float operations on the same machine (the contract is "unchanged").
     from hqg.samples import make_view
     for c, scale, angle in [((0.5, 0.5), 1.0, 0), ((0.5, 0.5), 1.0, 290), ((0.3, 0.35), 0.45, 0),
                             ((0.5, 0.22), 0.4, 0), ((0.45, 0.45), 0.75, 30)]:   # whole views and partial borders
