@@ -112,7 +112,7 @@ def test_short_side_resize_keeps_aspect_and_centre_crop():
     assert v[..., :8].max() < 0.05 and v[..., 12:].min() > 0.95
     same, _ = random_view(torch.rand(3, 16, 16), 16)           # already the right size: untouched
     x16 = torch.rand(3, 16, 16)
-    assert torch.equal(random_view(x16, 16)[0], x16) and same.shape == (3, 16, 16)
+    assert torch.equal(random_view(x16, 16)[0], x16) and same.shape == (3, 16, 16)   # exact: no resampling, a copy
     up, _ = random_view(torch.rand(1, 8, 12), 16)              # upscaled to 16x24
     assert up.shape == (1, 16, 16)
 
@@ -125,7 +125,7 @@ def test_pairing_reproducible_per_seed_and_epoch(tmp_path):
     assert a.pairing() == b.pairing() and sorted(a.pairing()) == list(range(8))   # balanced: a permutation
     for i in (0, 5):
         assert a[i]["hq_path"] == b[i]["hq_path"]
-        assert torch.equal(a[i]["lq"], b[i]["lq"]) and torch.equal(a[i]["hq"], b[i]["hq"])
+        assert torch.equal(a[i]["lq"], b[i]["lq"]) and torch.equal(a[i]["hq"], b[i]["hq"])   # exact: same seed, same process
     assert a.pairing(3) != a.pairing(2)
     assert UnpairedDataset(tmp_path, size=16, seed=6).pairing(2) != a.pairing(2)
     b.set_epoch(3)
@@ -147,7 +147,7 @@ def test_item_independent_of_access_order(tmp_path):
     later = ds[3]["lq"]
     fresh = UnpairedDataset(tmp_path, size=16, seed=1)
     _ = [fresh[i] for i in range(3)]
-    assert torch.equal(fresh[3]["lq"], later)
+    assert torch.equal(fresh[3]["lq"], later)   # exact: same seed, same process
 
 
 def test_mask_alignment_exact_under_augmentation(tmp_path):
@@ -158,7 +158,7 @@ def test_mask_alignment_exact_under_augmentation(tmp_path):
         ds.set_epoch(e)
         for i in range(3):
             it = ds[i]
-            assert torch.equal(bright(it["lq"]), it["mask"])
+            assert torch.equal(bright(it["lq"]), it["mask"])   # exact: binary masks
             assert it["mask"].sum() > 0
             views.add(tuple(it["mask"].flatten().tolist()))
     assert len(views) > 6                                              # augmentation did change the views
@@ -188,13 +188,13 @@ def test_augment_false_is_deterministic_and_centred(tmp_path):
     ds = UnpairedDataset(tmp_path, size=32, augment=False, resize="upscale_only")
     x0 = ds[0]["lq"]
     ds.set_epoch(4)
-    assert torch.equal(ds[0]["lq"], x0)
+    assert torch.equal(ds[0]["lq"], x0)   # exact: same process, no augmentation
     raw = torch.from_numpy(np.asarray(Image.open(tmp_path / "lq" / "img0.png"), np.float32) / 255).permute(2, 0, 1)
-    assert torch.equal(x0, raw[:, 4:36, 4:36])
+    torch.testing.assert_close(x0, raw[:, 4:36, 4:36], rtol=0, atol=1e-6)   # the centre crop (values divided by 255 in two ways)
 
 
 def test_seeded_generator():
-    assert torch.equal(torch.rand(4, generator=seeded_generator(1, 2)), torch.rand(4, generator=seeded_generator(1, 2)))
+    assert torch.equal(torch.rand(4, generator=seeded_generator(1, 2)), torch.rand(4, generator=seeded_generator(1, 2)))  # exact: same draws
     assert not torch.equal(torch.rand(4, generator=seeded_generator(1, 2)), torch.rand(4, generator=seeded_generator(2, 1)))
 
 
@@ -221,6 +221,7 @@ def test_make_loader_epoch_order_and_exact_resume(tmp_path):
     again = list(set_loader_epoch(resumed, 2))                         # a resumed run jumps to epoch 2
     assert order(again) == order(epochs[2])
     for x, y in zip(again, epochs[2]):
+        # exact: a resumed loader gives bitwise the same batches (one machine)
         assert torch.equal(x["lq"], y["lq"]) and torch.equal(x["hq"], y["hq"]) and torch.equal(x["mask"], y["mask"])
 
 
@@ -230,7 +231,7 @@ def test_make_loader_workers_match_main_process(tmp_path):
     main = list(make_loader(ds, batch_size=2, seed=4))
     work = list(make_loader(ds, batch_size=2, seed=4, num_workers=2))
     for x, y in zip(main, work):
-        assert x["lq_path"] == y["lq_path"] and torch.equal(x["lq"], y["lq"]) and torch.equal(x["hq"], y["hq"])
+        assert x["lq_path"] == y["lq_path"] and torch.equal(x["lq"], y["lq"]) and torch.equal(x["hq"], y["hq"])  # exact: same seeds
 
 
 def test_make_loader_errors_and_sampler(tmp_path):

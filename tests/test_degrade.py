@@ -33,11 +33,11 @@ def test_same_seed_same_output_and_record_reapplies(name, fundus):
     x = fundus[0]
     y1, p1 = DEGRADATIONS[name](x, seed=3)
     y2, p2 = DEGRADATIONS[name](x, seed=3)
-    assert torch.equal(y1, y2) and p1 == p2
+    assert torch.equal(y1, y2) and p1 == p2                 # exact: same seed, same process
     p_json = json.loads(json.dumps(p1))                     # plain, JSON-serialisable record
     assert p_json == p1
     y3, p3 = DEGRADATIONS[name](x, **p_json)                # re-applied from the record, no seed given
-    assert torch.equal(y3, y1)
+    assert torch.equal(y3, y1)                              # exact: bitwise replay on one machine
     assert p3 == p1
 
 
@@ -47,7 +47,7 @@ def test_different_seeds_differ(name, fundus):
     y1, p1 = DEGRADATIONS[name](x, seed=11)
     y2, p2 = DEGRADATIONS[name](x, seed=12)
     assert p1 != p2
-    assert not torch.equal(y1, y2)
+    assert (y1 - y2).abs().max() > 1e-2
 
 
 @pytest.mark.parametrize("name", ["gaussian_noise", "uneven_illumination", "haze"])
@@ -55,7 +55,7 @@ def test_generator_and_global_rng_are_recorded(name, fundus):
     x = fundus[0]
     ya, pa = DEGRADATIONS[name](x, generator=torch.Generator().manual_seed(5))
     yb, pb = DEGRADATIONS[name](x, generator=torch.Generator().manual_seed(5))
-    assert torch.equal(ya, yb) and isinstance(pa["seed"], int)
+    assert torch.equal(ya, yb) and isinstance(pa["seed"], int)   # exact: same seed, same process (and below)
     assert torch.equal(DEGRADATIONS[name](x, **pa)[0], ya)
     torch.manual_seed(123); yc, pc = DEGRADATIONS[name](x)
     torch.manual_seed(123); yd, _ = DEGRADATIONS[name](x)
@@ -112,7 +112,7 @@ def test_haze_formula_by_hand():
 
 def test_adjust_gamma_exact_and_contrast():
     x = torch.rand(3, 10, 10, dtype=torch.float64)
-    assert torch.equal(adjust_gamma(x, gamma=0.45)[0], x ** 0.45)
+    torch.testing.assert_close(adjust_gamma(x, gamma=0.45)[0], x ** 0.45, rtol=0, atol=1e-12)
     y, _ = reduce_contrast(x, contrast=0.25)
     assert torch.allclose(y - y.mean((1, 2), keepdim=True), 0.25 * (x - x.mean((1, 2), keepdim=True)), atol=1e-12)
 
@@ -136,7 +136,7 @@ def test_defocus_blur_constant_mean_and_monotone_detail_loss():
     assert all(a > b for a, b in zip(v, v[1:])), v
     k = disc_kernel(4.0)                                     # pillbox: flat inside, not Gaussian
     assert k.shape == (9, 9) and abs(k.sum().item() - 1) < 1e-12
-    assert k[4, 4] == k[4, 6] == k[2, 4] and k[0, 0] == 0
+    assert abs(k[4, 4] - k[4, 6]) < 1e-12 and abs(k[4, 4] - k[2, 4]) < 1e-12 and abs(k[0, 0]) < 1e-12
 
 
 def test_noise_statistics():
@@ -181,9 +181,9 @@ def test_outside_fov_unchanged_by_every_degradation(name, fundus):
     out = ~fov[0].bool()
     kw = dict(sigma=0.2) if name == "gaussian_noise" else dict(t=0.3) if name == "haze" else {}
     y, _ = DEGRADATIONS[name](x, **kw, seed=0, fov=fov)
-    assert torch.equal(y[:, out], x[:, out])
-    assert y[:, out].max() == 0                              # dark stays dark
-    assert not torch.equal(y[:, ~out], x[:, ~out])           # while inside something happened
+    assert torch.equal(y[:, out], x[:, out])                 # exact: copied outside the FOV (also below)
+    assert y[:, out].abs().max() < 1e-6                      # dark stays dark
+    assert (y[:, ~out] - x[:, ~out]).abs().max() > 1e-2      # while inside something happened
     yb, _ = DEGRADATIONS[name](torch.stack([x, x]), **kw, seed=0, fov=fov[None].expand(2, 1, -1, -1))
     assert torch.equal(yb[:, :, out], torch.stack([x, x])[:, :, out])
 
@@ -194,7 +194,7 @@ def test_outside_fov_unchanged_by_degrade(preset, fundus):
     for f in (fov, fov[0], fov[0].bool(), "auto"):
         out = ~(estimate_fov(x) if isinstance(f, str) else fov.bool())[0]
         y, _ = degrade(x, preset, seed=4, fov=f)
-        assert torch.equal(y[:, out], x[:, out])
+        assert torch.equal(y[:, out], x[:, out])            # exact: copied outside the FOV
 
 
 def test_defocus_does_not_bleed_black_border_into_fov(fundus):
@@ -382,10 +382,10 @@ def test_degrade_replay_exact_and_seeded(preset, fundus):
     x, _, fov = fundus
     y, rec = degrade(x, preset, seed=7, fov=fov)
     rec_json = json.loads(json.dumps(rec))
-    assert torch.equal(replay(x, rec_json, fov=fov), y)
+    assert torch.equal(replay(x, rec_json, fov=fov), y)        # exact: bitwise replay on one machine (and below)
     assert torch.equal(replay(x, rec_json["ops"], fov=fov), y)
     assert torch.equal(degrade(x, preset, seed=7, fov=fov)[0], y)
-    assert not torch.equal(degrade(x, preset, seed=8, fov=fov)[0], y)
+    assert (degrade(x, preset, seed=8, fov=fov)[0] - y).abs().max() > 1e-2
     assert psnr(y, x) < 40
 
 
@@ -394,8 +394,8 @@ def test_degrade_custom_chain_and_scaled_sizes():
     y, rec = degrade(x, [("adjust_gamma", dict(gamma=2.0)), ("defocus_blur", dict(radius_at_256=4.0))], seed=0)
     assert rec["preset"] == "custom"
     assert rec["ops"][0] == dict(op="adjust_gamma", gamma=2.0)
-    assert rec["ops"][1]["radius"] == 1.0                     # 4 px at 256 -> 1 px at 64
-    assert torch.equal(y, defocus_blur(x ** 2.0, radius=1.0)[0])
+    assert rec["ops"][1]["radius"] == pytest.approx(1.0, abs=1e-12)   # 4 px at 256 -> 1 px at 64
+    torch.testing.assert_close(y, defocus_blur(x ** 2.0, radius=1.0)[0], rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="unknown degradation"):
         degrade(x, [("sharpen", {})])
 
@@ -403,7 +403,7 @@ def test_degrade_custom_chain_and_scaled_sizes():
 def test_degrade_batched_per_image_noise():
     x = torch.full((2, 1, 32, 32), 0.5)
     y, _ = degrade(x, "ccm", seed=0)
-    assert not torch.equal(y[0], y[1])
+    assert (y[0] - y[1]).abs().max() > 1e-2
 
 
 # ---------------------------------------------------------------- synthetic images
@@ -443,14 +443,14 @@ def test_synth_vessels_values(seed):
     bg = f & ~m
     assert x[1][m].mean() < x[1][bg].mean() - 0.05               # darker in green ...
     assert (x[1][bg].mean() - x[1][m].mean()) > (x[0][bg].mean() - x[0][m].mean())   # ... more than in red
-    assert x[:, ~f].max() == 0                                   # black outside the FOV
+    assert x[:, ~f].abs().max() < 1e-6                           # black outside the FOV
     assert x[0][f].mean() > x[1][f].mean() > x[2][f].mean()      # orange-red fundus
 
 
 def test_synth_vessels_determinism_sizes_channels():
     a = synth_vessels(64, seed=9)
     b = synth_vessels(64, seed=9)
-    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])   # exact: same seed, same process
     assert not torch.equal(a[1], synth_vessels(64, seed=10)[1])
     g, gm = synth_vessels(64, seed=9, channels=1)
     assert g.shape == (1, 64, 64) and torch.equal(g, a[0][1:2]) and torch.equal(gm, a[1])
@@ -490,7 +490,7 @@ def test_synth_nerves_values(seed):
 
 def test_synth_nerves_determinism_and_speed():
     a, b = synth_nerves(64, seed=2), synth_nerves(64, seed=2)
-    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])   # exact: same seed, same process
     assert not torch.equal(a[1], synth_nerves(64, seed=3)[1])
     assert synth_nerves((40, 72), channels=3)[0].shape == (3, 40, 72)
     synth_nerves(256, seed=0)

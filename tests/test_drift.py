@@ -46,7 +46,7 @@ def test_detector_range_invariance_polarity(nerves):
     torch.testing.assert_close(vesselness(0.4 * x, bright=True), v, rtol=0, atol=1e-4)   # gain invariance
     line = torch.full((1, 1, 41, 41), 0.3); line[..., 20] = 0.9
     assert vesselness(line, bright=True)[0, 0, 20, 20] > 0.5
-    assert vesselness(line, bright=False)[0, 0, 20, 20] == 0
+    assert vesselness(line, bright=False)[0, 0, 20, 20].abs() < 1e-6
     assert vesselness(1 - line, bright=False)[0, 0, 20, 20] > 0.5
     torch.testing.assert_close(vesselness(line), torch.maximum(vesselness(line, bright=True),   # None: both
                                                                vesselness(line, bright=False)))
@@ -61,7 +61,7 @@ def test_detector_batched_and_fov(vessels):
     torch.testing.assert_close(vb[0], vesselness(x, bright=False, fov=fov))
     torch.testing.assert_close(vb[1], vesselness(x, bright=False, fov=fov).flip(-1), rtol=0, atol=1e-5)
     inner = fov_interior(fov[None].bool(), 9)
-    assert bool(vb[0][~inner[0]].eq(0).all()) and vb[0][inner[0]].max() > 0.5
+    assert vb[0][~inner[0]].abs().max() < 1e-6 and vb[0][inner[0]].max() > 0.5
 
 
 # ----- created / lost ---------------------------------------------------------------------------------------
@@ -70,6 +70,7 @@ def test_identity_and_gain_give_zero(vessels, nerves):
     x, _, fov = vessels
     d = structure_drift(x, x, fov=fov, bright=False)
     assert isinstance(d, DriftResult) and d.created.shape == (1, 160, 160)
+    # exact: with V_out = V_in every map value is clamp_min(negative, 0), and the 0.2 margin dwarfs any rounding
     assert d.created_score.item() == 0.0 and d.lost_score.item() == 0.0
     assert torch.equal(d.created, torch.zeros_like(d.created)) and torch.equal(d.lost, torch.zeros_like(d.lost))
     xn, _ = nerves
@@ -108,7 +109,7 @@ def test_planted_paste_and_erase_are_flagged(kind, vessels, nerves):
     for seed in (0, 1):
         pasted, pm = paste_vessel(x, seed=seed, bright=bright)
         c, l = scores(x, pasted, fov, bright)
-        assert ident == (0.0, 0.0)
+        assert ident == (0.0, 0.0)                                      # exact: see test_identity_and_gain_give_zero
         assert c > 0.005 and c > 5 * c_ben and l < c / 5                 # created, far above identity and benign
         d = structure_drift(x, pasted, fov=fov, bright=bright)
         assert d.created[0][pm[0]].mean() > 5 * d.created[0][~pm[0]].mean()   # located on the pasted vessel
@@ -121,7 +122,7 @@ def test_planted_on_real_fundus_view():
     x = read_image(list_images(repo_file("data_samples", "fundus", "test", "gt"))[0])
     fov = estimate_fov(x)
     v = vesselness(x, bright=False, fov=fov)
-    assert scores(x, x, fov, False) == (0.0, 0.0)
+    assert scores(x, x, fov, False) == (0.0, 0.0)   # exact: clamp_min(0) below the margin
     c, _ = scores(x, paste_vessel(x, seed=1)[0], fov, False)
     _, l = scores(x, erase_structure(x, disc_of((v > 0.5).float(), 1)), fov, False)
     c_ben, l_ben = benign_max(x, fov, False)

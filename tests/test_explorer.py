@@ -44,7 +44,7 @@ def test_guidance_construct_and_state(gx):
     for k in ("lq", "enh", "diff"):
         v = r[k]
         assert v.shape == (32, 32, 3) and v.min() >= 0 and v.max() <= 1
-    np.testing.assert_array_equal(r["diff"], np.abs(r["enh"] - r["lq"]))
+    np.testing.assert_allclose(r["diff"], np.abs(r["enh"] - r["lq"]), rtol=0, atol=1e-6)
     assert gx.image.value[:8] == b"\x89PNG\r\n\x1a\n" and len(gx.thumb_a.value) > 0
     gx.lq.value = 1; gx.tau.value = 0.5; gx.seed.value = 7; gx.view.value = "difference"
     gx.overlay.value = "lost"; gx.samples.value = True; gx.sample.value = 6
@@ -65,26 +65,26 @@ def test_guidance_blend_endpoints(gx, setup):
     gx.guide_a.value, gx.guide_b.value = 0, 2
     only = lambda i: net.enhance(lq[0], hq[i]).permute(1, 2, 0).clamp(0, 1).numpy()
     gx.alpha.value = 0.0
-    np.testing.assert_array_equal(gx.render()["enh"], only(0))
+    np.testing.assert_allclose(gx.render()["enh"], only(0), rtol=0, atol=1e-6)
     gx.alpha.value = 1.0
-    np.testing.assert_array_equal(gx.render()["enh"], only(2))
-    assert torch.equal(gx.blended_code(), gx.code(2))
+    np.testing.assert_allclose(gx.render()["enh"], only(2), rtol=0, atol=1e-6)
+    torch.testing.assert_close(gx.blended_code(), gx.code(2), rtol=0, atol=1e-6)
     gx.alpha.value = 0.5
     torch.testing.assert_close(gx.blended_code(), 0.5 * (gx.code(0) + gx.code(2)))
     mid = gx.render()["enh"]
-    assert np.abs(mid - only(0)).max() > 0 and np.abs(mid - only(2)).max() > 0
+    assert np.abs(mid - only(0)).max() > 1e-5 and np.abs(mid - only(2)).max() > 1e-5   # ~5e-5 with this untrained net
 
 
 def test_guidance_temperature_and_seed(gx):
     a = gx.render()["enh"]
     gx._last = None                                   # force a recomputation
-    np.testing.assert_array_equal(gx.render()["enh"], a)   # tau = 0: deterministic
+    np.testing.assert_array_equal(gx.render()["enh"], a)   # tau = 0: deterministic (exact: same process)
     gx.seed.value = 5                                 # seed is irrelevant at tau = 0
     np.testing.assert_array_equal(gx.render()["enh"], a)
     gx.tau.value = 1.0
     b = gx.render()["enh"]
     gx._last = None
-    np.testing.assert_array_equal(gx.render()["enh"], b)   # same seed, same noise
+    np.testing.assert_array_equal(gx.render()["enh"], b)   # same seed, same noise (exact: same process)
     gx.seed.value = 6
     assert np.abs(gx.render()["enh"] - b).max() > 1e-4      # another seed, another sample
     assert np.abs(b - a).max() > 1e-4                        # tau > 0 differs from tau = 0
@@ -133,7 +133,7 @@ def test_guidance_uncertainty_overlay(gx, setup):
     net = setup[0]
     gx.overlay.value = "uncertainty"
     r = gx.render()
-    assert r["overlay"].shape == (32, 32) and float(r["overlay"].max()) == 0.0      # tau = 0: exactly no spread
+    assert r["overlay"].shape == (32, 32) and abs(float(r["overlay"].max())) < 1e-7   # tau = 0: no spread
     gx.tau.value = 1.0; gx.seed.value = 3
     want = uncertainty_map(_samples(gx, net).std)[0].numpy()
     np.testing.assert_allclose(gx.render()["overlay"], want, rtol=0, atol=1e-6)
@@ -147,10 +147,10 @@ def test_guidance_drift_overlays(gx):
     png = gx.image.value
     gx.overlay.value = "created"
     d = structure_drift(gx.lq_images[0], gx.enhanced())
-    np.testing.assert_array_equal(gx.render()["overlay"], d.created[0].numpy())
+    np.testing.assert_allclose(gx.render()["overlay"], d.created[0].numpy(), rtol=0, atol=1e-6)
     assert gx.image.value != png                                      # the overlay panel was drawn
     gx.overlay.value = "lost"
-    np.testing.assert_array_equal(gx.render()["overlay"], d.lost[0].numpy())
+    np.testing.assert_allclose(gx.render()["overlay"], d.lost[0].numpy(), rtol=0, atol=1e-6)
     gx.overlay.value = "none"
     assert gx.render()["overlay"] is None and gx._samples is None       # no samples were ever needed
 
@@ -174,7 +174,7 @@ def test_guidance_samples_control_and_cache(gx, setup):
     gx.guide_a.value = 2                                               # new guidance: new samples
     assert gx._samples is not cached and gx._samples[0][1] == 2
     gx.samples.value = False
-    np.testing.assert_array_equal(gx.render()["enh"], gx.enhanced().permute(1, 2, 0).clamp(0, 1).numpy())
+    np.testing.assert_allclose(gx.render()["enh"], gx.enhanced().permute(1, 2, 0).clamp(0, 1).numpy(), rtol=0, atol=1e-6)
 
 
 def test_guidance_n_samples_errors(setup):
@@ -201,7 +201,7 @@ def test_degradation_neutral_reproduces_input(dx):
     assert np.abs(r["image"] - dx.x.permute(1, 2, 0).numpy()).max() > 0.01   # default settings degrade
     _neutral(dx)
     assert dx.ops() == []
-    np.testing.assert_array_equal(dx.render()["image"], dx.x.permute(1, 2, 0).numpy())
+    np.testing.assert_array_equal(dx.render()["image"], dx.x.permute(1, 2, 0).numpy())   # exact: no op, the input itself
     np.testing.assert_allclose(dx.render()["energy"], detail_energy(dx.x, 3))
     dx.live = False
     for k in dx.STEPS: dx.enabled[k].value = False      # checkboxes off: also the input
@@ -223,9 +223,9 @@ def test_degradation_blur_lowers_fine_energy(dx):
 def test_degradation_fixed_seed_and_order(dx):
     dx.live = False
     a = dx.render()["image"]
-    np.testing.assert_array_equal(dx.render()["image"], a)      # fixed seed: reproducible
+    np.testing.assert_array_equal(dx.render()["image"], a)      # fixed seed: reproducible (exact: same process)
     dx.seed.value = 1
-    assert np.abs(dx.render()["image"] - a).max() > 0           # noise / illumination field follow the seed
+    assert np.abs(dx.render()["image"] - a).max() > 1e-2          # noise / illumination field follow the seed
     assert [f for f, _ in dx.ops()] == ["uneven_illumination", "haze", "defocus_blur", "gaussian_noise", "jpeg"]
     _neutral(dx); dx.sigma.value = 0.05
     assert dx.render()["energy"][0] > 2 * detail_energy(dx.x, 3)[0]   # noise adds fine-scale energy
@@ -248,7 +248,7 @@ def test_wavelet_bands_and_reconstruction(wx, wavelet, mode):
             wx.band.value = b
             r = wx.render()
             assert r["band"].shape == tuple(c[4 - k][i].shape[1:])
-            np.testing.assert_array_equal(r["band"], c[4 - k][i][0].numpy())
+            np.testing.assert_allclose(r["band"], c[4 - k][i][0].numpy(), rtol=0, atol=1e-10)
             assert r["error"] < 1e-5
     wx.band.value, wx.band_level.value = "ll", 3
     assert wx.render()["band"].shape == tuple(c[0].shape[1:])
