@@ -1,5 +1,5 @@
 """hqg.evaluate / hqg.benchmark and their commands: the harness's files, reference-free mode, bad inputs, resume."""
-import csv, json, shutil
+import csv, json, math, shutil
 from pathlib import Path
 
 import pytest
@@ -97,8 +97,12 @@ def test_summary_table_and_claim_check_values():
            [{"method": "cyclegan", "seed": s, "psnr": 20.0, "psnr_in": 19.0, "ssim": 0.81, "ssim_in": 0.7, "structure": 0.9,
              "train_s": 20.0} for s in range(3)]
     s = summarize_runs(rows)
-    assert s["hqg"]["psnr"] == (26.0, 1.0, 3) and s["cyclegan"]["psnr"] == (20.0, 0.0, 3)
+    for m, (mean, std, n) in (("hqg", (26.0, 1.0, 3)), ("cyclegan", (20.0, 0.0, 3))):   # mean, std over seeds, n
+        got = s[m]["psnr"]
+        assert len(got) == 3 and got[2] == n                    # exact: a count
+        assert got[0] == pytest.approx(mean, abs=1e-12) and got[1] == pytest.approx(std, abs=1e-12)
     table = results_table(s)
+    # exact: formatted strings (rounded to 2/4 decimals, far from a rounding boundary)
     assert "| hqg | 26.00 ± 1.00 | 0.8000 ± 0.0000 | 0.9900 ± 0.0000 | 3 | 10 |" in table
     assert "| *input (LQ)* | 19.00 | 0.7000 | 1 | | |" in table
     lines = claim_check(s, others=("cyclegan",))
@@ -153,12 +157,12 @@ def test_score_image_adds_vessel_contrast_noise_and_border_columns():
     inner = gt[..., 16:48, 16:48]  # inside the disk
     noisy = (inner + 0.05 * torch.randn(inner.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
     s2 = score_image(inner, noisy)  # no gt: contrast against the input, input ratio 1 by definition
-    assert s2["vessel_contrast_in"] == 1.0 and s2["noise"] > 2 * s2["noise_in"]
+    assert s2["vessel_contrast_in"] == 1.0 and s2["noise"] > 2 * s2["noise_in"]   # exact: the constant 1.0 without gt
     assert s2["vessel_contrast"] == pytest.approx(1.0, abs=0.05)  # white noise lies mostly above the vessel band
     stretched = (inner.mean() + 1.5 * (inner - inner.mean())).clamp(0, 1)
     assert score_image(inner, stretched)["vessel_contrast"] == pytest.approx(1.5, abs=0.05)
     crop = score_image(gt[..., 20:44, 20:44], gt[..., 20:44, 20:44])  # no surround: no border value
-    assert crop["border"] != crop["border"] and crop["border_in"] != crop["border_in"]  # NaN
+    assert math.isnan(crop["border"]) and math.isnan(crop["border_in"])
 
 
 def test_evaluate_with_guides_writes_guidance_into_metrics_json(tmp_path):
@@ -176,6 +180,7 @@ def test_evaluate_with_guides_writes_guidance_into_metrics_json(tmp_path):
     kw = dict(device="cpu", plots=False, save_images=False, diagnostics=False, verbose=False)
     r = evaluate(net, data, tmp_path / "o", guides=ds / "hq", **kw)
     g = json.loads((tmp_path / "o" / "metrics.json").read_text())["guidance"]
+    # exact: the dict we wrote to metrics.json, read back (JSON keeps floats' repr)
     assert g == r["guidance"] and (g["K"], g["n_inputs"], g["styles"]) == (3, 2, ["warm", "warm", "cool"])
     assert 0 <= g["following"] <= 1 and g["spread"] > 0 and len(g["guides"]) == 3
     table = (tmp_path / "o" / "table.md").read_text()
@@ -194,7 +199,7 @@ def test_benchmark_table_has_contrast_noise_border_and_guidance_columns():
              "guidance_spread": 0.02, "guidance_following": 0.5} for s in range(2)] + \
            [{"method": "clahe", "seed": None, "psnr": 20.0, "psnr_in": 19.0, "vessel_contrast": 1.2, "vessel_contrast_in": 0.8,
              "noise": 0.03, "noise_in": 0.02, "border": float("nan"), "border_in": 0.01}]
-    table = results_table(summarize_runs(rows)).splitlines()
+    table = results_table(summarize_runs(rows)).splitlines()   # exact below: formatted strings
     assert table[0] == ("| method | PSNR (dB) | vessel contrast (x reference) | noise std (MAD) | border mean (outside FOV) | "
                         "guidance spread | guidance following | seeds | train s/run |")
     assert table[2] == "| *input (LQ)* | 19.00 | 0.8000 | 0.0200 | 0.0100 | - | - | | |"

@@ -104,7 +104,7 @@ def test_r1_errors():
 
 def test_wavelet_zero_for_identical_and_gain_invariant():
     y = smooth_image()
-    assert wavelet_content_loss(y, y).item() == 0.0
+    assert abs(wavelet_content_loss(y, y).item()) < 1e-6
     x_enh = contrast_gain(y)
     assert wavelet_content_loss(y, x_enh).item() < 1e-6
     assert wavelet_content_loss(y, x_enh, ll_weight=0.5).item() < 1e-6
@@ -115,8 +115,9 @@ def test_wavelet_zero_for_identical_and_gain_invariant():
     x_b = blur(y, 1.0)
     base = wavelet_content_loss(y, x_b).item()
     assert wavelet_content_loss(y, contrast_gain(x_b)).item() == pytest.approx(base, abs=1e-6)
-    assert wavelet_content_loss(y, contrast_gain(x_b), normalize=False).item() != pytest.approx(
-        wavelet_content_loss(y, x_b, normalize=False).item(), abs=1e-4)
+    # measured difference 6.6e-3: a margin well below it
+    assert abs(wavelet_content_loss(y, contrast_gain(x_b), normalize=False).item()
+               - wavelet_content_loss(y, x_b, normalize=False).item()) > 1e-3
 
 
 def test_wavelet_grows_with_blur():
@@ -193,7 +194,7 @@ def test_feature_loss_frozen_encoder_gets_no_grad():
     enc = TinyEncoder()
     y = smooth_image(size=32)
     x_enh = blur(y, 1.5).requires_grad_(True)
-    assert feature_loss(enc, y, y).item() == 0.0
+    assert abs(feature_loss(enc, y, y).item()) < 1e-6
     loss = feature_loss(enc, y, x_enh)
     assert loss.item() > 0.01
     loss.backward()
@@ -291,7 +292,7 @@ def test_structure_loss():
 
 def test_illumination_loss():
     ramp = torch.linspace(0, 1, 96).view(1, 1, 1, 96).expand(2, 1, 96, 96)
-    assert illumination_loss(torch.full((2, 3, 96, 96), 0.37)).item() == 0.0
+    assert abs(illumination_loss(torch.full((2, 3, 96, 96), 0.37)).item()) < 1e-6
     vals = [illumination_loss(0.5 + a * (ramp - 0.5)).item() for a in (0.1, 0.3, 0.9)]
     assert vals[0] < vals[1] < vals[2]
     assert vals[1] == pytest.approx(3 * vals[0], rel=1e-4)               # linear in the illumination slope
@@ -299,7 +300,7 @@ def test_illumination_loss():
     x = torch.zeros(1, 1, 4, 4); x[..., 2:] = 1
     assert illumination_loss(x, patch_sizes=(2,)).item() == pytest.approx(0.5, abs=1e-5)
     assert illumination_loss(x, patch_sizes=(2, 4)).item() == pytest.approx(0.25, abs=1e-5)   # 4: one patch
-    assert illumination_loss(x, patch_sizes=(100,)).item() == 0.0                            # clamped
+    assert abs(illumination_loss(x, patch_sizes=(100,)).item()) < 1e-6                       # clamped
     assert IlluminationLoss((2,))(x).item() == pytest.approx(illumination_loss(x, (2,)).item())
     flat = torch.full((1, 1, 32, 32), 0.5, requires_grad=True)
     illumination_loss(flat, (8,)).backward()
@@ -369,11 +370,12 @@ def test_hqg_loss_zero_weights_skip_terms():
     only = HQGLoss(lambda_adv=0, lambda_feat=0, lambda_cons=0, lambda_kl=0)
     total, terms = only(x_lq, x_enh)                              # all other inputs None
     assert total.item() == pytest.approx(10 * terms["wavelet"].item(), rel=1e-6)
+    # exact: disabled terms are constant zeros the loss creates, not computed values
     assert {k: terms[k].item() for k in TERM_NAMES if k != "wavelet"} == {k: 0.0 for k in TERM_NAMES if k != "wavelet"}
     nothing = HQGLoss(**{f"lambda_{k}": 0 for k in TERM_NAMES})
     total, terms = nothing(x_lq, x_enh)
-    assert total.item() == 0.0 and terms["total"].item() == 0.0
-    # defaults: the reconstruction's weights
+    assert total.item() == 0.0 and terms["total"].item() == 0.0     # exact: no term enabled, the constant zero start
+    # defaults: the reconstruction's weights (exact: configured constants, no arithmetic)
     assert HQGLoss().weights == dict(adv=1.0, wavelet=10.0, feat=1.0, cons=1.0, struct=0.0, illum=0.0, kl=0.01, seg=0.0,
                                      style=0.0)
 

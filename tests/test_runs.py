@@ -34,7 +34,7 @@ def test_yaml_round_trip_is_exact(tmp_path):
     assert "val_root: null" in text and "None" not in text and not re.search(r"^base:", text, re.M)
     assert "level_weights: [1.0, 0.5, 0.25]" in text
     back = load_config(p)
-    assert back == cfg
+    assert back == cfg                                 # exact: config values we wrote, read back (no arithmetic)
     assert back.loss.level_weights == (1.0, 0.5, 0.25) and back.model.overrides["gen_base"] == 8
     assert config_to_dict(back)["train"]["betas"] == [0.5, 0.999]
 
@@ -74,7 +74,7 @@ def test_bad_types_and_values_name_the_dotted_key(tmp_path):
         DataConfig(size=True)
     # YAML 1.1 reads 1e-4 as a string: accepted for number fields
     f.write_text("base: tiny\ntrain:\n  lr_g: 1e-4\n")
-    assert load_config(f).train.lr_g == 1e-4
+    assert load_config(f).train.lr_g == 1e-4          # exact: a parsed literal, no arithmetic
 
 
 def test_presets_and_overlays_compose():
@@ -132,7 +132,7 @@ def test_build_shapes_and_variants():
     assert out.x_enh.shape == (1, 3, 32, 32) and 0 <= out.x_enh.min() and out.x_enh.max() <= 1
     gray = build(load_config("tiny+no-vnm", {**SMOKE, "data.channels": 1, "data.val": False}))
     assert gray[0].in_channels == 1 and gray[2][0]["lq"].shape == (1, 32, 32) and gray[3] is None
-    assert gray[0].cfg["gen_conditioning"] == "deterministic" and gray[1].weights["kl"] == 0.0
+    assert gray[0].cfg["gen_conditioning"] == "deterministic" and gray[1].weights["kl"] == 0.0  # exact: a configured weight
 
 
 def test_build_data_errors_are_one_line(tmp_path):
@@ -282,6 +282,7 @@ def test_resume_through_train_is_bitwise_exact(tmp_path):
     a = load_checkpoint(straight / "checkpoints" / "last.pt")
     b = load_checkpoint(resumed / "checkpoints" / "last.pt")
     assert a["step"] == b["step"] == 4 and a["model"].keys() == b["model"].keys()
+    # exact: bitwise resume in one process on one machine is the contract (weights and the logged loss)
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     da, db = a["train_state"]["disc"], b["train_state"]["disc"]
     assert da.keys() == db.keys() and all(torch.equal(da[k], db[k]) for k in da)
@@ -326,7 +327,7 @@ def test_scheme_sections_round_trip_and_old_configs_still_load(tmp_path):
     p = save_config(cfg, tmp_path / "c.yaml")
     back = load_config(str(p))
     assert (back.bilevel.solver, back.bilevel.seg_steps, back.bilevel.enabled, back.model.with_seg) == ("unrolled", 2, True, True)
-    assert back.bilevel == cfg.bilevel and back.cycle == cfg.cycle
+    assert back.bilevel == cfg.bilevel and back.cycle == cfg.cycle   # exact: config values read back from YAML
     old = config_to_dict(load_config("tiny"))
     del old["cycle"], old["bilevel"]  # a config stored by an earlier hqg (e.g. the shipped model's)
     assert load_config(old).bilevel.enabled is False and load_config(old).model.method == "hqg"

@@ -32,7 +32,19 @@ def states(m):
 
 
 def equal(a, b):
+    "Bitwise equal state dicts. exact: only for copies, step isolation, checkpoint round trips and same-process resume."
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def max_diff(a, b):
+    "Largest absolute difference over the floating-point tensors of two state dicts with the same keys."
+    assert a.keys() == b.keys()
+    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].is_floating_point() and a[k].numel())
+
+
+def differs(a, b, margin=1e-5):
+    "Some float value moved by more than `margin` (one Adam step at lr 2e-4 moves weights by ~2e-4)."
+    return max_diff(a, b) > margin
 
 
 def first_batch(tr):
@@ -49,16 +61,20 @@ def test_d_step_and_g_step_change_only_their_own_network(tmp_path, finetune):
     g0, d0, e0, ema0 = states(tr.gen), states(tr.disc), states(tr.enc), states(tr.gen_ema)
     x_enh, kl = tr.generate(x_lq, x_hq)
     tr.d_step(x_hq, x_enh)
+    # exact: step isolation, a D step must not touch G, E or the EMA copy at all
     assert equal(states(tr.gen), g0) and equal(states(tr.enc), e0) and equal(states(tr.gen_ema), ema0)
-    assert not equal(states(tr.disc), d0)
+    assert differs(states(tr.disc), d0)                               # measured 2e-4 (one Adam step)
     assert all(p.grad is None for p in tr.gen.parameters())          # no gradient leaked into G
     d1 = states(tr.disc)
     tr.g_step(x_lq, x_hq, x_enh, kl)
-    assert equal(states(tr.disc), d1)                                 # parameters and buffers of D
+    assert equal(states(tr.disc), d1)                                 # exact: step isolation, parameters and buffers of D
     assert all(p.grad is None for p in tr.disc.parameters())
     assert all(p.requires_grad for p in tr.disc.parameters()) and tr.disc.training  # restored after the G step
-    assert not equal(states(tr.gen), g0)
-    assert equal(states(tr.enc), e0) != finetune                      # E_g moves only when fine-tuned
+    assert differs(states(tr.gen), g0)                                # measured 2e-4 (one Adam step)
+    if finetune:                                                      # E_g moves only when fine-tuned
+        assert differs(states(tr.enc), e0)                            # measured 2e-4
+    else:
+        assert equal(states(tr.enc), e0)                              # exact: step isolation
 
 
 def test_train_step_updates_ema_with_warmup_and_lr_schedule(tmp_path):
@@ -72,7 +88,7 @@ def test_train_step_updates_ema_with_warmup_and_lr_schedule(tmp_path):
     tr.fit(4)
     rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["lr_g"] for r in rows] == pytest.approx([2e-4, 2e-4, 2e-4, 1e-4])   # constant, then linear decay
-    assert [lr_factor(s, 4, 2) for s in range(5)] == [1, 1, 1, 0.5, 0]
+    assert [lr_factor(s, 4, 2) for s in range(5)] == pytest.approx([1, 1, 1, 0.5, 0], abs=1e-12)
 
 
 def test_amp_and_channels_last_are_off_on_cpu(tmp_path):
@@ -165,9 +181,10 @@ def test_checkpoint_contents_load_weights_only(tmp_path):
     assert ts["sched_g"]["last_epoch"] == 2 and len(ts["opt_g"]["state"]) == len(list(tr.gen.parameters()))
     # model = the inference net with the EMA generator and a default guidance code
     net = HQGNet.from_checkpoint(path)
-    assert equal(states(net.gen), states(tr.gen_ema)) and not equal(states(net.gen), states(tr.gen))
+    # exact: checkpoint round trip; the EMA generator differs from the raw one by 6e-5 after 2 steps
+    assert equal(states(net.gen), states(tr.gen_ema)) and differs(states(net.gen), states(tr.gen))
     assert equal(states(net.disc), states(tr.disc)) and net.has_default_guidance
-    assert equal(raw["model"], ck["model"])
+    assert equal(raw["model"], ck["model"])                           # exact: the same file read back twice
     # tensors shared by model and train_state (disc, enc_hq, EMA gen) are stored once: with G, D, E the nets' sizes,
     # the file holds EMA G + D + E (model), raw G, and Adam's two moments of G and D = 4G + 3D + E (5G + 4D + 2E if not)
     G, D, E = (sum(t.numel() * t.element_size() for t in m.state_dict().values()) for m in (tr.gen, tr.disc, tr.enc))
@@ -187,10 +204,11 @@ def test_exact_resume_is_bitwise(tmp_path, case):
         straight.fit()
         ckpt, total = tmp_path / "a" / "checkpoints" / "step_000003.pt", None
     resumed = make_trainer(tmp_path / "c", net_seed=99, max_steps=6, lr_decay_start=2 if total is None else None)
-    assert not equal(states(resumed.gen), states(straight.gen))
+    assert differs(states(resumed.gen), states(straight.gen), 1e-2)  # another init seed: measured 0.64
     resumed.load_state(ckpt)
     resumed.fit(total)
     assert resumed.step == straight.step and resumed.epoch == straight.epoch
+    # exact: bitwise resume in one process on one machine is the contract
     for m in ("gen", "disc", "gen_ema", "enc"):
         assert equal(states(getattr(resumed, m)), states(getattr(straight, m))), m
     for a, b in ((resumed.opt_g, straight.opt_g), (resumed.opt_d, straight.opt_d)):
@@ -266,8 +284,8 @@ def test_metrics_samples_and_validation_files(tmp_path):
     terms = ["d_adv", "d_r1", "d_total"] + [f"g_{k}" for k in TERM_NAMES] + ["g_total"]
     for r in rows:
         assert set(terms + ["step", "epoch", "lr_g", "lr_d", "s_per_step"]) <= set(r)
-        assert all(math.isfinite(r[k]) for k in terms) and r["s_per_step"] > 0 and r["lr_d"] == 2e-4
-        assert r["g_struct"] == 0 and r["g_wavelet"] > 0 and r["d_r1"] >= 0
+        assert all(math.isfinite(r[k]) for k in terms) and r["s_per_step"] > 0 and r["lr_d"] == pytest.approx(2e-4, rel=1e-12)
+        assert r["g_struct"] == 0 and r["g_wavelet"] > 0 and r["d_r1"] >= 0      # exact: a disabled term is a constant 0
         assert r["d_total"] == pytest.approx(r["d_adv"] + 0.5 * r["d_r1"], rel=1e-5)
     assert "val_psnr" not in rows[0] and {"val_psnr", "val_ssim", "val_psnr_lq", "val_ssim_lq"} <= set(rows[1])
     assert final == rows[-1] and "val_psnr" in final
@@ -288,7 +306,7 @@ def test_metrics_samples_and_validation_files(tmp_path):
         top = i * 34
         torch.testing.assert_close(grid[:, top:top + 32, :32], ds[i]["lq"], atol=0.5 / 255 + 1e-6, rtol=0)
         torch.testing.assert_close(grid[:, top:top + 32, 34:66], ds[i]["hq"], atol=0.5 / 255 + 1e-6, rtol=0)
-    assert grid[:, 32:34].min() == 1                                    # white gap
+    assert grid[:, 32:34].min() == 1                                    # exact: white gap, padding read back from 8 bits
     x_enh = tr.gen_ema(ds[0]["lq"][None], tr.enc(ds[0]["hq"][None]), 0.0).x_enh[0].detach()
     torch.testing.assert_close(grid[:, :32, 68:100], x_enh, atol=0.5 / 255 + 1e-6, rtol=0)
 
@@ -371,19 +389,20 @@ def test_ddp_two_gloo_ranks_train_identical_weights_and_rank0_writes_once(tmp_pa
     mp.spawn(_ddp_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert r0["ddp"] == "DistributedDataParallel" and r0["world"] == 2
-    assert not equal(r0["local_init"], r1["local_init"])                # ranks built different nets ...
+    assert differs(r0["local_init"], r1["local_init"], 1e-2)           # ranks built different nets (measured 0.66) ...
     for k in ("gen", "disc", "enc"):
-        assert equal(r0["init"][k], r1["init"][k])                      # ... and started from rank 0's
-    assert equal(r0["init"]["gen"], r0["local_init"])
+        assert equal(r0["init"][k], r1["init"][k])                      # ... and started from rank 0's (exact: a broadcast copy)
+    assert equal(r0["init"]["gen"], r0["local_init"])                   # exact: rank 0 keeps its own weights
     assert set(r0["seen"]).isdisjoint(r1["seen"]) and len(r0["seen"]) == 4   # different shards
     for k in ("gen", "disc", "gen_ema"):
+        # exact: DDP lockstep on one machine, both ranks apply the same all-reduced gradients bit for bit
         assert equal(r0[k], r1[k]), k                                   # identical after training
-        assert not equal(r0[k], r0["init"]["gen" if k == "gen_ema" else k]), k
+        assert differs(r0[k], r0["init"]["gen" if k == "gen_ema" else k]), k   # 3 steps: measured 5e-4..6e-4
     files = sorted(p.relative_to(tmp_path / "run").as_posix() for p in (tmp_path / "run").rglob("*") if p.is_file())
     assert files == ["checkpoints/last.pt", "metrics.csv", "metrics.jsonl"]
     ck = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert ck["step"] == 3 and ck["train_state"]["data"]["world_size"] == 2
-    assert equal(ck["train_state"]["gen"], r0["gen"]) and equal(ck["train_state"]["disc"], r0["disc"])
+    assert equal(ck["train_state"]["gen"], r0["gen"]) and equal(ck["train_state"]["disc"], r0["disc"])  # exact: round trip
     assert [json.loads(l)["step"] for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
 
 
