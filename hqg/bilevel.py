@@ -16,7 +16,7 @@ from .io import read_image
 from .data import image_list, match_masks, load_mask, random_view, seeded_generator, make_loader, set_loader_epoch
 from .networks import HQGNet, freeze, _method_of
 from .losses import HQGLoss, TERM_NAMES, seg_loss
-from .training import Trainer, check_batch, end_step, load_checkpoint, _check_ckpt, _ddp_rank_world, _autocast, _to_device, _guard
+from .training import Trainer, check_batch, end_step, begin_guidance, guide_inputs, load_checkpoint, _check_ckpt, _ddp_rank_world, _autocast, _to_device, _guard
 
 # %% auto #0
 __all__ = ['SOLVERS', 'task_weight', 'unrolled_seg_logits', 'BilevelTrainer', 'SegmentationSet', 'pretrain_segmenter']
@@ -151,7 +151,8 @@ def _g_step(self: BilevelTrainer, x_lq: torch.Tensor, x_hq: torch.Tensor, # the 
             fake = self.disc(x_enh).float()
             logits = self.task_logits(xs, ms).float() if lam else None
             total, terms = self.loss(x_lq, x_enh, fake, x_hq, kl, enc_gen=self.gen.content_features, enc_hq=self.enc,
-                                     enc_extra=self.enc_extra, seg_logits=logits, mask=ms if lam else None)
+                                     enc_extra=self.enc_extra, seg_logits=logits, mask=ms if lam else None,
+                                     **guide_inputs(self))
         named = {**{f"g_{k}": terms[k] for k in TERM_NAMES if k in terms}, "g_total": total}
         vec = _guard(self, named, {f"g_{k}": v for k, v in w.items()})
         self.opt_g.zero_grad(set_to_none=True); total.backward(); self.opt_g.step()
@@ -171,6 +172,7 @@ def _train_step(self: BilevelTrainer, batch: dict, # loader batch: "lq", "hq" (+
     mask = _to_device(self, batch["mask"]) if batch.get("mask") is not None else None
     has_mask = batch["has_mask"].to(self.device) if mask is not None and batch.get("has_mask") is not None else None
     lam = self.task_weight_at(self.step)
+    begin_guidance(self, batch)
     x_enh, kl = self.generate(x_lq, x_hq)
     out = {**self.d_step(x_hq, x_enh), **self.s_step(x_enh, mask, has_mask),
            **self.g_step(x_lq, x_hq, x_enh, kl, mask, has_mask, lam)}

@@ -67,11 +67,16 @@ def enhance_files(net, # an HQGNet (e.g. `HQGNet.from_checkpoint(path)`)
     paths = list_images(src) if src is not None and src.is_dir() else ([src] if src is not None else [Path(p) for p in inputs])
     if not paths: raise ValueError(f"{src}: no images found (expected .png .jpg .jpeg .bmp .tif .tiff .dcm files)")
     out = Path(output)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: output folder is a file; expected a folder (it is created if missing)")
     if any(p.parent.resolve() == out.resolve() for p in paths):
         raise ValueError(f"{out}: output folder is an input folder; choose another so inputs are never overwritten")
     mode = _fov_source(net, fov)
     masks = {q.stem: q for q in list_images(mode)} if isinstance(mode, Path) and mode.is_dir() else None
-    code = guidance_code(net, guidance, dev)
+    try: code = guidance_code(net, guidance, dev)
+    except ValueError as e:  # e.g. a guide smaller than net.min_guide_size: say which file or folder
+        if str(guidance) in str(e): raise
+        raise ValueError(f"{guidance}: {e}") from e
     if code is None and not net.has_default_guidance:
         raise ValueError("the checkpoint has no default guidance code; pass --guidance IMAGE|FOLDER")
     gen = torch.Generator(device=dev).manual_seed(seed)
@@ -81,6 +86,9 @@ def enhance_files(net, # an HQGNet (e.g. `HQGNet.from_checkpoint(path)`)
             info = image_info(p); x = read_image(p)
         except (ImageReadError, OSError) as e:
             failed.append((p, str(e))); continue
+        if min(x.shape[-2:]) < net.min_size:
+            failed.append((p, f"image is {x.shape[-1]}x{x.shape[-2]} pixels (width x height); this model needs at "
+                              f"least {net.min_size}x{net.min_size} (HQGNet.min_size)")); continue
         xin = convert_channels(x, net.in_channels).to(dev)
         try: m = net.fov_mask(xin, mode) if isinstance(mode, str) else _mask_for(mode, p, x.shape[-2:], masks).to(dev)
         except (ImageReadError, OSError, ValueError) as e:
@@ -269,6 +277,8 @@ def _cmd_demo(a):
 
 def _cmd_train(a):
     from hqg.runs import load_config, parse_overrides, train
+    if Path(a.out).exists() and not Path(a.out).is_dir():
+        raise ValueError(f"--out {a.out}: is a file; expected a folder for the run folders (it is created if missing)")
     ups = parse_overrides(a.set or [])
     if a.data: ups["data.root"] = a.data
     if a.resume and a.config is None and ups:
@@ -355,7 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a .pt written by hqg (training last.pt or `hqg export`); default: the shipped fundus model")
     e.add_argument("--input", required=True, help="an image file or a folder of images")
     e.add_argument("--output", required=True, help="output folder (same file names, formats and bit depths)")
-    e.add_argument("--guidance", default=None, help="HQ guidance image or folder (default: the checkpoint's code)")
+    e.add_argument("--guidance", default=None, help="HQ guidance image or folder (default: the checkpoint's code); "
+                   "converted to the model's channels like the inputs")
     e.add_argument("--temperature", type=float, default=0.0, help="VNM sampling temperature (0 = deterministic)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--fov", default=None, metavar="{auto,none,PATH}",

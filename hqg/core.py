@@ -20,8 +20,9 @@ def check_image(x: torch.Tensor, # image tensor to check
                 name: str = "x", # name used in the error message
                 ndim: int | Sequence[int] = (3, 4), # allowed ranks: 3 = (C,H,W), 4 = (B,C,H,W)
                 channels: Sequence[int] | None = (1, 3), # allowed channel counts (None: any)
-                check_range: bool = False, # also check that values lie in [0, 1] (costs a pass over x)
+                check_range: bool = False, # also check that values are finite and lie in [0, 1] (a pass over x)
                 min_size: int = 1, # smallest allowed H and W
+                finite: bool = False, # also check that values are finite: no NaN, no ±Inf (a pass over x)
                ) -> torch.Tensor:
     "Check `x` against the image contract; return it unchanged or raise `ValueError` naming its shape."
     if not isinstance(x, torch.Tensor):
@@ -37,6 +38,10 @@ def check_image(x: torch.Tensor, # image tensor to check
                          f"got shape {tuple(x.shape)}")
     if x.ndim >= 2 and min(x.shape[-2:]) < min_size:
         raise ValueError(f"{name}: expected H and W of at least {min_size}, got shape {tuple(x.shape)}")
+    if (finite or check_range) and x.numel() and not bool(torch.isfinite(x).all()):
+        n_nan, n_inf = int(torch.isnan(x).sum()), int(torch.isinf(x).sum())
+        raise ValueError(f"{name}: expected finite values in [0,1], got {n_nan} NaN and {n_inf} infinite value(s) "
+                         f"in shape {tuple(x.shape)}")
     if check_range and x.numel() and (x.min() < 0 or x.max() > 1):
         raise ValueError(f"{name}: expected values in [0,1], got range [{x.min().item():.4g}, {x.max().item():.4g}]")
     return x

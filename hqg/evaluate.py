@@ -53,7 +53,7 @@ def guidance_code(net: HQGNet, guidance: str | Path | None, device=None) -> torc
     "The guidance code for `guidance`: an image file, a folder of images (mean code), or None (default code)."
     if guidance is None: return None
     g = Path(guidance)
-    if not g.exists(): raise FileNotFoundError(f"guidance: {g} does not exist")
+    if not g.exists(): raise FileNotFoundError(f"guidance: {g} does not exist (expected an HQ image file or a folder of them)")
     paths = list_images(g) if g.is_dir() else [g]
     if not paths: raise ValueError(f"guidance: no images in {g}")
     from hqg.networks import mean_guidance_code

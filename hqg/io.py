@@ -227,7 +227,7 @@ def _normalise(v: np.ndarray, path, window: WindowSpec = "auto",
                fallback: str = "error", # what "auto" does without `full` or `file_window`: 'percentile' or 'error'
               ) -> np.ndarray:
     "Map raw samples `v` (H,W) or (H,W,C) to float32 in [0,1] as `window` says."
-    if v.dtype.kind == "f" and not np.isfinite(v).all(): raise ImageReadError(path, "contains NaN or infinite values")
+    if v.dtype.kind == "f" and not np.isfinite(v).all(): raise ImageReadError(path, "contains NaN or infinite values; expected finite samples")
     if isinstance(window, (tuple, list)): return _voi(v, float(window[0]), float(window[1]))
     if window == "percentile": return _stretch(v, *np.percentile(v, (0.5, 99.5)))
     if window == "minmax": return _stretch(v, v.min(), v.max())
@@ -405,24 +405,37 @@ def read_image(path, # .png .jpg .jpeg .bmp .tif .tiff .dcm (any case), or a DIC
 # %% ../nbs/01_io.ipynb #fd7bef20
 _WRITE_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".bmp": "bmp", ".tif": "tiff", ".tiff": "tiff"}
 
+def _write_error(e: OSError, path: Path) -> OSError:
+    "`e` with a message that names `path`, its folder and what was expected (same errno, so the same OSError subclass)."
+    d = str(path.parent)
+    if isinstance(e, (FileExistsError, NotADirectoryError)): why = f"{d!r} (or a folder above it) is a file; expected a folder"
+    elif isinstance(e, PermissionError): why = f"permission denied in {d!r}; expected a writable folder"
+    else: why = f"{e.strerror or e} (in {d!r}); nothing was written"
+    msg = f"cannot write {str(path)!r}: {why}"
+    return OSError(e.errno, msg) if e.errno is not None else type(e)(msg)
+
 def _atomic_write(path: Path, write: Callable) -> None:
     "Call `write(file)` on a temporary file next to `path`, then move it into place atomically."
-    path.parent.mkdir(parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try: fd = os.open(tmp, flags, 0o666); break  # 0o666 & ~umask, like a normal file
-        except FileExistsError: continue
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+            try: fd = os.open(tmp, flags, 0o666); break  # 0o666 & ~umask, like a normal file
+            except FileExistsError: continue
+    except OSError as e: raise _write_error(e, path) from e
     try:
         with os.fdopen(fd, "wb") as f:
             write(f); f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True); raise
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError): raise _write_error(e, path) from e
+        raise
 
 # %% ../nbs/01_io.ipynb #5b9f39fe
 def write_image(path, # output file; its extension picks the format: .png .jpg .jpeg .bmp .tif .tiff
-                x: torch.Tensor, # (C,H,W) or (1,C,H,W), C in {1, 3}, values in [0,1] (clipped)
+                x: torch.Tensor, # (C,H,W) or (1,C,H,W), C in {1, 3}, finite values in [0,1] (clipped)
                 bits: int = 8, # 8; 16 for PNG/TIFF; 32 (float32) for TIFF
                 quality: int = 95, # JPEG quality
                ) -> Path:
@@ -433,12 +446,11 @@ def write_image(path, # output file; its extension picks the format: .png .jpg .
     if bits not in (8, 16, 32) or (bits == 16 and fmt not in ("png", "tiff")) or (bits == 32 and fmt != "tiff"):
         raise ValueError(f"bits: {fmt.upper()} files can be written with bits=8"
                          f"{', 16' if fmt in ('png', 'tiff') else ''}{' or 32' if fmt == 'tiff' else ''}, got bits={bits}")
-    check_image(x, name="x", ndim=(3, 4))
+    check_image(x, name="x", ndim=(3, 4), finite=True)
     if x.ndim == 4:
         if x.shape[0] != 1: raise ValueError(f"x: expected (C,H,W) or (1,C,H,W), got shape {tuple(x.shape)}")
         x = x[0]
     a = x.detach().to("cpu", torch.float64).numpy()
-    if np.isnan(a).any(): raise ValueError("x: contains NaN values")
     a = np.clip(a, 0, 1).transpose(1, 2, 0)
     a = a[..., 0] if a.shape[2] == 1 else a
     v = a.astype(np.float32) if bits == 32 else np.rint(a * (2**bits - 1)).astype(np.uint8 if bits == 8 else np.uint16)

@@ -19,8 +19,8 @@ __all__ = ['GAN_KINDS', 'WAVELET_BANDS', 'FEATURE_DISTANCES', 'TERM_NAMES', 'gan
            'GANLossG', 'R1Penalty', 'wavelet_content_loss', 'WaveletContentLoss', 'frozen_params', 'instance_normalize',
            'feature_loss', 'multi_encoder_feature_loss', 'FeatureLoss', 'MultiEncoderFeatureLoss',
            'load_feature_encoder', 'structure_loss', 'StructureLoss', 'illumination_loss', 'IlluminationLoss',
-           'dark_fov', 'band_pass', 'vessel_scale_contrast', 'style_statistics', 'style_loss', 'StyleLoss', 'dice_loss',
-           'seg_loss', 'DiceLoss', 'SegLoss', 'HQGLoss']
+           'dark_fov', 'band_pass', 'vessel_scale_contrast', 'style_statistics', 'style_loss', 'StyleLoss',
+           'style_scale', 'guide_following_loss', 'dice_loss', 'seg_loss', 'DiceLoss', 'SegLoss', 'HQGLoss']
 
 # %% ../nbs/07_losses.ipynb #2878a250
 GAN_KINDS = ("nonsat", "lsgan", "hinge")
@@ -400,6 +400,40 @@ class StyleLoss(nn.Module):
         return style_loss(x_enh, x_ref, fov_enh, fov_ref, self.contrast_weight, ref_stats)
     def extra_repr(self): return f"contrast_weight={self.contrast_weight}"
 
+# %% ../nbs/07_losses.ipynb #a1592032
+def _phi(s: torch.Tensor) -> torch.Tensor:
+    "Style statistics with the contrast in log (the colour statistics as they are)."
+    return torch.cat([s[:, :-1], s[:, -1:].clamp_min(1e-6).log()], 1)
+
+def style_scale(stats: torch.Tensor, # (N, 2C+1) `style_statistics` of the HQ training files, N >= 2
+                floor: float = 1e-3, # smallest scale (a statistic that does not vary is not blown up)
+               ) -> torch.Tensor: # (2C+1,) spread of each statistic (log for the contrast)
+    "Per-statistic spread over an HQ set: the sigma_k that puts `guide_following_loss`'s statistics on one scale."
+    if not isinstance(stats, torch.Tensor) or stats.ndim != 2 or stats.shape[0] < 2 or stats.shape[1] not in (3, 7):
+        raise ValueError(f"stats: expected (N>=2, 3 or 7) style statistics, got "
+                         f"{tuple(stats.shape) if isinstance(stats, torch.Tensor) else type(stats).__name__}")
+    return _phi(stats.double()).std(0).clamp_min(floor).to(stats.dtype)
+
+def guide_following_loss(x_a: torch.Tensor, # (B,C,H,W) G(y, z_a)
+                         x_b: torch.Tensor, # (B,C,H,W) G(y, z_b): the same inputs y, other guides
+                         ref_a: torch.Tensor, # (B, 2C+1) style statistics of z_a (constant)
+                         ref_b: torch.Tensor, # (B, 2C+1) style statistics of z_b (constant)
+                         scale: torch.Tensor | None = None, # (2C+1,) `style_scale` of the HQ set; None: 1
+                         fov: torch.Tensor | None = None, # (B|1,1,H,W) FOV of the inputs; None: dark_fov(x_a)
+                        ) -> torch.Tensor:
+    "Relative style term (scalar): output statistic differences vs guide statistic differences, per-statistic scaled."
+    check_image(x_a, name="x_a", ndim=4)
+    if x_b.shape != x_a.shape: raise ValueError(f"x_b: expected the shape of x_a {tuple(x_a.shape)}, got {tuple(x_b.shape)}")
+    n = 2 * x_a.shape[1] + 1
+    for name, r in (("ref_a", ref_a), ("ref_b", ref_b)):
+        if r.shape != (x_a.shape[0], n): raise ValueError(f"{name}: expected ({x_a.shape[0]}, {n}), got {tuple(r.shape)}")
+    m = dark_fov(x_a) if fov is None else fov
+    d_out = _phi(style_statistics(x_a, m)) - _phi(style_statistics(x_b, m))
+    d_ref = (_phi(ref_a.to(d_out)) - _phi(ref_b.to(d_out))).detach()
+    sc = torch.ones(n, device=d_out.device, dtype=d_out.dtype) if scale is None else scale.to(d_out)
+    if sc.shape != (n,): raise ValueError(f"scale: expected ({n},), got {tuple(sc.shape)}")
+    return ((d_out - d_ref) / sc).abs().mean()
+
 # %% ../nbs/07_losses.ipynb #d3a1c6df
 def _check_seg(logits, mask):
     for t, n in ((logits, "logits"), (mask, "mask")):
@@ -441,7 +475,7 @@ class SegLoss(nn.Module):
     def forward(self, logits, mask): return seg_loss(logits, mask, **self.kw)
 
 # %% ../nbs/07_losses.ipynb #06c84d31
-TERM_NAMES = ("adv", "wavelet", "feat", "cons", "struct", "illum", "kl", "seg", "style")
+TERM_NAMES = ("adv", "wavelet", "feat", "cons", "struct", "illum", "kl", "seg", "style", "guide")
 
 def _need(term, weight, **inputs):
     missing = [k for k, v in inputs.items() if v is None]
@@ -462,10 +496,13 @@ class HQGLoss(nn.Module):
                  seg_w_dice: float = 1.0, seg_w_bce: float = 1.0,
                  lambda_style: float = 0.0, style_contrast_weight: float = 0.25, # guide-style consistency (z vs x̂)
                  wavelet_per_level: bool = False, wavelet_beta: float = 0.0,
-                 style_target: str = "crop"): # "crop": the guide crop's statistics; "image": its whole HQ file's (trainer)
+                 style_target: str = "crop", # "crop": the guide crop's statistics; "image": its whole HQ file's (trainer)
+                 lambda_guide: float = 0.0, # relative style term (x̂ under two guides; the trainer makes the second)
+                 guide_scale: Sequence[float] | None = None): # sigma_k of `guide_following_loss` (`style_scale`; runs sets it)
         super().__init__()
         self.weights = dict(adv=lambda_adv, wavelet=lambda_wavelet, feat=lambda_feat, cons=lambda_cons,
-                            struct=lambda_struct, illum=lambda_illum, kl=lambda_kl, seg=lambda_seg, style=lambda_style)
+                            struct=lambda_struct, illum=lambda_illum, kl=lambda_kl, seg=lambda_seg, style=lambda_style,
+                            guide=lambda_guide)
         for k, v in self.weights.items():
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
                 raise ValueError(f"lambda_{k}: expected a number >= 0, got {v!r}")
@@ -480,6 +517,7 @@ class HQGLoss(nn.Module):
         self.style = StyleLoss(contrast_weight=style_contrast_weight)
         if style_target not in ("crop", "image"): raise ValueError(f"style_target: expected 'crop' or 'image', got {style_target!r}")
         self.style_target = style_target
+        self.guide_scale = None if guide_scale is None else torch.as_tensor(guide_scale, dtype=torch.float32)
 
     def forward(self, x_lq: torch.Tensor, # (B,C,H,W) LQ input y
                 x_enh: torch.Tensor, # (B,C,H,W) enhanced x̂ = G(y, z)
@@ -492,6 +530,9 @@ class HQGLoss(nn.Module):
                 seg_logits: torch.Tensor | None = None, # (B,K,H,W) S(x̂) logits, for "seg"
                 mask: torch.Tensor | None = None, # (B,K,H,W) masks, for "seg"
                 style_ref: torch.Tensor | None = None, # (B,2C+1) guide statistics for "style" (default: from x_hq)
+                x_alt: torch.Tensor | None = None, # (B,C,H,W) G(y, z_b), the same inputs under other guides, for "guide"
+                style_files: torch.Tensor | None = None, # (B,2C+1) statistics of the guides' whole files, for "guide"
+                style_files_alt: torch.Tensor | None = None, # (B,2C+1) the same for the other guides z_b
                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         "Return `(total, terms)`: the weighted sum and a dict of detached, unweighted term values (+ 'total')."
         check_image(x_enh, name="x_enh")
@@ -506,6 +547,9 @@ class HQGLoss(nn.Module):
         if lam["illum"]: v["illum"] = self.illum(x_enh)
         if lam["kl"]: _need("kl", lam["kl"], kl=kl); v["kl"] = kl.mean()
         if lam["style"]: _need("style", lam["style"], x_hq=x_hq); v["style"] = self.style(x_enh, x_hq, dark_fov(x_lq), ref_stats=style_ref)
+        if lam["guide"]:
+            _need("guide", lam["guide"], x_alt=x_alt, style_files=style_files, style_files_alt=style_files_alt)
+            v["guide"] = guide_following_loss(x_enh, x_alt, style_files, style_files_alt, self.guide_scale, dark_fov(x_lq))
         if lam["seg"]: _need("seg", lam["seg"], seg_logits=seg_logits, mask=mask); v["seg"] = self.seg(seg_logits, mask)
         total = sum((lam[k] * t for k, t in v.items()), x_enh.new_zeros(()))
         terms = {k: v[k].detach().float() if k in v else torch.zeros((), device=x_enh.device) for k in TERM_NAMES}

@@ -4,21 +4,22 @@
 
 # %% ../nbs/06_networks.ipynb #65fd2826
 from __future__ import annotations
-import math, os, statistics, time
+import math, os, re, statistics, time
 from pathlib import Path
 from typing import Iterable, NamedTuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from . import __version__
+from .io import _write_error
 from .core import check_image, as_batch, unbatch, to_signed, pad_to_multiple, crop_to, get_device
 from .vnm import VariationalNorm, VNMBlock, AdaLIN
 from .degrade import estimate_fov, fov_mask
 
 # %% auto #0
-__all__ = ['PRESETS', 'VARIANTS', 'RELEASED_PARAMS', 'FOV_MODES', 'FOV_COVER', 'GuidanceEncoder', 'GuidanceDecoder',
-           'GuidanceAutoencoder', 'freeze', 'unfreeze', 'pretrain_guidance_encoder', 'GenOutput', 'Generator',
-           'Discriminator', 'Segmenter', 'resolve_config', 'HQGNet', 'mean_guidance_code', 'encode_tiled',
+__all__ = ['PRESETS', 'VARIANTS', 'RELEASED_PARAMS', 'FOV_MODES', 'FOV_COVER', 'CKPT_FORMATS', 'GuidanceEncoder',
+           'GuidanceDecoder', 'GuidanceAutoencoder', 'freeze', 'unfreeze', 'pretrain_guidance_encoder', 'GenOutput',
+           'Generator', 'Discriminator', 'Segmenter', 'resolve_config', 'HQGNet', 'mean_guidance_code', 'encode_tiled',
            'count_params', 'estimate_macs', 'model_summary', 'bench_generator']
 
 # %% ../nbs/06_networks.ipynb #8cf6d8a9
@@ -468,6 +469,12 @@ class HQGNet(nn.Module):
     def code_dim(self) -> int: return self.cfg["code_hq"]
 
     @property
+    def min_size(self) -> int: return self.gen.multiple  # 2**gen_depth: the smallest H, W that `enhance` accepts
+
+    @property
+    def min_guide_size(self) -> int: return 2 ** self.enc_hq.depth  # the smallest H, W of a guidance image
+
+    @property
     def device(self) -> torch.device: return self.default_code.device
 
     @property
@@ -510,8 +517,9 @@ def encode_tiled(enc: nn.Module, # a guidance encoder: (B,C,h,w) -> (B, D)
 def _encode_guidance(self: HQGNet, x_hq: torch.Tensor, # (B,C,H,W) or (C,H,W) HQ image(s) in [0,1]
                    ) -> torch.Tensor: # (B, code_dim)
     "Guidance code v_z of HQ image(s), at the training scale when `guide_tile` is set (grads follow the caller)."
+    check_image(x_hq, "guidance", channels=None, min_size=self.min_guide_size)
     x, _ = as_batch(x_hq, "guidance")
-    check_image(x, "guidance", ndim=4, channels=(self.in_channels,))
+    check_image(x, "guidance", ndim=4, channels=(self.in_channels,), finite=True)
     return encode_tiled(self.enc_hq, x.to(self.device), self.guide_tile)
 
 @_method_of(HQGNet)
@@ -543,13 +551,24 @@ def _fov_mask(self: HQGNet, x_lq: torch.Tensor, # (B,C,H,W) or (C,H,W) LQ image(
     raise ValueError(f"fov: expected None, 'auto', 'none', False or a mask tensor, got {mode!r}")
 
 # %% ../nbs/06_networks.ipynb #888d9a8c
+def _lq_batch(self: HQGNet, x_lq: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    "`x_lq` checked as `enhance` takes it (H, W >= min_size, channels, finite values) as a batch; and whether one was added."
+    check_image(x_lq, "x_lq", channels=None, min_size=self.min_size)  # first: names the shape as given and the minimum
+    x, added = as_batch(x_lq, "x_lq")
+    check_image(x, "x_lq", ndim=4, channels=(self.in_channels,), finite=True)
+    return x, added
+
 def _resolve_code(self: HQGNet, guidance, code, batch: int) -> torch.Tensor:
     if guidance is not None and code is not None: raise ValueError("pass either guidance= (images) or code=, not both")
+    if isinstance(guidance, (str, os.PathLike)):
+        raise TypeError(f"guidance: expected HQ image tensor(s), got the path {str(guidance)!r}; read it with "
+                        "hqg.io.read_image (or use hqg.cli.enhance_files / `hqg enhance --guidance`)")
     if guidance is not None: code = self.encode_guidance(guidance)
     elif code is not None:
         code = code[None] if code.ndim == 1 else code
         if code.ndim != 2 or code.shape[1] != self.code_dim:
             raise ValueError(f"code: expected ({self.code_dim},) or (B,{self.code_dim}), got {tuple(code.shape)}")
+        if not bool(torch.isfinite(code).all()): raise ValueError("code: expected finite values, got NaN or Inf")
     elif self.has_default_guidance: code = self.default_code
     else: raise ValueError("no guidance: pass guidance= (HQ images) or code=, "
                            "or call set_default_guidance(images) first")
@@ -559,7 +578,7 @@ def _resolve_code(self: HQGNet, guidance, code, batch: int) -> torch.Tensor:
 
 @_method_of(HQGNet)
 @torch.no_grad()
-def _enhance(self: HQGNet, x_lq: torch.Tensor, # (B,C,H,W) or (C,H,W) LQ image(s) in [0,1], any H, W
+def _enhance(self: HQGNet, x_lq: torch.Tensor, # (B,C,H,W) or (C,H,W) LQ image(s) in [0,1], H, W >= min_size
             guidance: torch.Tensor | None = None, # HQ guidance image(s): batch B or 1 (broadcast)
             *, code: torch.Tensor | None = None, # or a precomputed (B|1, code_dim) / (code_dim,) guidance code
             temperature: float = 0.0, # VNM noise scale (0 = deterministic)
@@ -567,8 +586,7 @@ def _enhance(self: HQGNet, x_lq: torch.Tensor, # (B,C,H,W) or (C,H,W) LQ image(s
             fov=None, # outside the field of view: None = the model's `fov`; "auto", "none"/False, or a mask
            ) -> torch.Tensor: # enhanced image(s), same shape (and device) as x_lq, in [0,1]
     "Enhance LQ image(s) with guidance images, a guidance code, or the default guidance (eval mode, no grad)."
-    x, added = as_batch(x_lq, "x_lq")
-    check_image(x, "x_lq", ndim=4, channels=(self.in_channels,))
+    x, added = _lq_batch(self, x_lq)
     if temperature < 0: raise ValueError(f"temperature: expected a value >= 0, got {temperature}")
     m = self.fov_mask(x, fov)  # checked before the generator runs
     v_z = _resolve_code(self, guidance, code, x.shape[0])
@@ -586,14 +604,30 @@ def _checkpoint_dict(self: HQGNet) -> dict:
 
 @_method_of(HQGNet)
 def _save_checkpoint(self: HQGNet, path: str | os.PathLike) -> Path:
-    "Write `checkpoint_dict()` to `path` atomically (temporary file + os.replace); returns the path."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    "Write `checkpoint_dict()` to `path` atomically (temporary file, fsync, os.replace); returns the path."
+    path = Path(path); tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        torch.save(self.checkpoint_dict(), tmp); os.replace(tmp, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:  # a file object: a full disk raises OSError(ENOSPC), not an opaque RuntimeError
+            torch.save(self.checkpoint_dict(), f); f.flush(); os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e: raise _write_error(e, path) from e
     finally:
         if tmp.exists(): tmp.unlink()
     return path
+
+CKPT_FORMATS = (None, "hqg-model", "hqg-train")  # "format" values from_checkpoint reads (None: save_checkpoint's files)
+
+def _version(v) -> tuple[int, ...]:
+    "The numeric release of a version string: '0.10.2' -> (0, 10, 2); () when there is none."
+    m = re.match(r"\s*v?(\d+(?:\.\d+)*)", str(v))
+    return tuple(int(p) for p in m.group(1).split(".")) if m else ()
+
+def _newer_note(ckpt: dict) -> str:
+    "' (written by hqg X, newer than this hqg Y: ...)' when the checkpoint comes from a newer hqg, else ''."
+    v = ckpt.get("hqg_version")
+    if _version(v) <= _version(__version__): return ""
+    return f" (written by hqg {v}, newer than this hqg {__version__}: upgrade hqg to read it)"
 
 def _from_checkpoint(cls, path: str | os.PathLike, map_location="cpu") -> HQGNet:
     "Build an HQGNet from a checkpoint written by `save_checkpoint` (read with weights_only=True)."
@@ -606,11 +640,14 @@ def _from_checkpoint(cls, path: str | os.PathLike, map_location="cpu") -> HQGNet
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in keys):
         got = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f"{path}: not an hqg model checkpoint: expected a dict with keys {list(keys)}, got {got}")
+    if ckpt.get("format") not in CKPT_FORMATS:
+        raise ValueError(f"{path}: unknown checkpoint format {ckpt['format']!r}{_newer_note(ckpt)}; this hqg reads "
+                         f"{[f for f in CKPT_FORMATS if f]} (or no format key)")
     try:
         net = cls(**ckpt["model_config"])
         net.load_state_dict(ckpt["model"])
     except (TypeError, ValueError, RuntimeError) as e:
-        raise ValueError(f"{path}: checkpoint does not fit its model_config: {str(e)[:300]}") from e
+        raise ValueError(f"{path}: checkpoint does not fit its model_config{_newer_note(ckpt)}: {str(e)[:300]}") from e
     return net.to(map_location) if isinstance(map_location, (str, torch.device)) else net
 
 HQGNet.from_checkpoint = classmethod(_from_checkpoint)

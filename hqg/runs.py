@@ -14,7 +14,7 @@ import torch.distributed as dist
 import hqg
 from .core import seed_everything, get_device
 from .networks import HQGNet, GuidanceAutoencoder, PRESETS as NET_PRESETS, VARIANTS, pretrain_guidance_encoder
-from .losses import HQGLoss, GAN_KINDS, WAVELET_BANDS, FEATURE_DISTANCES, load_feature_encoder
+from .losses import HQGLoss, GAN_KINDS, WAVELET_BANDS, FEATURE_DISTANCES, load_feature_encoder, style_scale, style_statistics
 from .data import UnpairedDataset, PairedTestSet, make_loader
 from .io import read_image, list_images
 from .training import Trainer, load_checkpoint, find_last_checkpoint
@@ -23,8 +23,8 @@ from .training import Trainer, load_checkpoint, find_last_checkpoint
 __all__ = ['SECTIONS', 'TOP_KEYS', 'GUIDED_LOSS', 'PRESETS', 'OVERLAYS', 'SWEEP_KEYS', 'DataConfig', 'ModelConfig', 'LossConfig',
            'TrainConfig', 'CycleConfig', 'BilevelConfig', 'RunConfig', 'load_config', 'config_to_dict',
            'config_to_yaml', 'save_config', 'parse_overrides', 'git_sha', 'new_run_dir', 'reference_guides', 'build',
-           'trainer_class', 'fov_val_metrics', 'train', 'read_metrics', 'NotebookError', 'notebook_parameters',
-           'run_notebook', 'sweep']
+           'hq_style_scale', 'trainer_class', 'fov_val_metrics', 'train', 'read_metrics', 'NotebookError',
+           'notebook_parameters', 'run_notebook', 'sweep']
 
 # %% ../nbs/13_runs.ipynb #9ff2a384
 def _f(default, *, choices=None, min=None):
@@ -166,6 +166,8 @@ class LossConfig(_Section):
     wavelet_per_level: bool = _f(False) # normalise each wavelet level by its own RMS (a gain per scale is free)
     wavelet_beta: float = _f(0.0, min=0.0) # 0: L1 on the wavelet coefficients; > 0: smooth L1 (quadratic below beta)
     style_target: str = _f("crop", choices=("crop", "image")) # style term's target: the guide crop, or its whole HQ image
+    lambda_guide: float = _f(0.0, min=0.0) # relative style term: x̂ under two guides follows the guides' style difference
+    guide_scale: tuple[float, ...] | None = _f(None, min=0.0) # sigma_k of that term (None: from the training HQ files)
 
 # %% ../nbs/13_runs.ipynb #3cd98d41
 @dataclass(frozen=True)
@@ -283,7 +285,7 @@ def _from_dict(d: dict) -> RunConfig:
 # %% ../nbs/13_runs.ipynb #2047904a
 GUIDED_LOSS = {  # the guidance recipe (chosen on data_samples/fundus/val, see the table above): every hqg preset uses it
     "lambda_kl": 0.0, "lambda_style": 20.0, "style_contrast_weight": 0.25,
-    "wavelet_per_level": True, "level_weights": [0.0, 0.5, 0.5], "wavelet_beta": 0.5}
+    "wavelet_per_level": True, "level_weights": [0.0, 0.5, 0.5], "wavelet_beta": 0.5, "lambda_guide": 4.0}
 
 PRESETS = {
     "tiny": {"data": {"size": 64, "batch_size": 4},
@@ -310,14 +312,14 @@ OVERLAYS = {
     "no-wavelet": {"loss": {"lambda_wavelet": 0.0}},
     "no-feature": {"loss": {"lambda_feat": 0.0}},
     "official": {"model": {"variant": "official"},
-                 "loss": {"lambda_struct": 0.25, "lambda_illum": 0.05, "lambda_kl": 0.0, "lambda_style": 0.0,
+                 "loss": {"lambda_struct": 0.25, "lambda_illum": 0.05, "lambda_kl": 0.0, "lambda_style": 0.0, "lambda_guide": 0.0,
                           "wavelet_per_level": False, "level_weights": None, "wavelet_beta": 0.0},
                  "data": {"vflip": False, "rot90": False},
                  "train": {"lr_g": 1e-4, "lr_d": 1e-4}},
     "bilevel": {"model": {"with_seg": True}, "loss": {"lambda_seg": 1.0}, "bilevel": {"enabled": True}},
     "cyclegan": {"model": {"method": "cyclegan", "variant": "deterministic"},
                  "loss": {"lambda_wavelet": 0.0, "lambda_feat": 0.0, "lambda_cons": 0.0, "lambda_kl": 0.0, "lambda_style": 0.0,
-                          "gan_kind": "lsgan"},
+                          "lambda_guide": 0.0, "gan_kind": "lsgan"},
                  "train": {"pretrain_guidance_steps": 0, "r1_gamma": 0.0}},
     "stillgan": {"base": "cyclegan", "loss": {"lambda_struct": 5.0, "lambda_illum": 1.0}},
 }
@@ -428,11 +430,17 @@ def git_sha() -> str:
 
 def new_run_dir(out: str | Path) -> Path:
     "Create and return a fresh `out/<YYYYmmdd-HHMMSS>-<gitsha>[-k]` folder (never an existing one)."
-    base = Path(out) / f"{time.strftime('%Y%m%d-%H%M%S')}-{git_sha()}"
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: is a file; expected a folder for the run folders (it is created if missing)")
+    base = out / f"{time.strftime('%Y%m%d-%H%M%S')}-{git_sha()}"
     d, k = base, 1
     while True:
         try: d.mkdir(parents=True, exist_ok=False); return d
         except FileExistsError: d, k = base.with_name(f"{base.name}-{k}"), k + 1
+        except PermissionError as e:
+            raise PermissionError(e.errno, f"{out}: cannot create a run folder in it (permission denied); "
+                                           "expected a writable folder") from e
 
 def _unique_path(p: Path) -> Path:
     "`p`, or `p` with -1, -2, ... before the suffix when it exists."
@@ -497,7 +505,17 @@ def build(cfg: RunConfig | str | dict, # a config, or anything `load_config` tak
     net = HQGNet(cfg.data.channels, m.size, m.variant, with_seg=m.with_seg or cfg.bilevel.enabled,
                  freeze_guidance=not cfg.train.finetune_guidance, fov=m.fov, guide_tile=cfg.data.size, **m.overrides)
     loss = HQGLoss(**dataclasses.asdict(cfg.loss))
+    if cfg.loss.lambda_guide and cfg.loss.guide_scale is None: loss.guide_scale = hq_style_scale(ds)
     return net, loss, ds, val
+
+@torch.no_grad()
+def hq_style_scale(ds: UnpairedDataset) -> torch.Tensor:
+    "`style_scale` of the training set's whole HQ files (sigma_k of the relative style term, lambda_guide)."
+    from hqg.io import read_image
+    stats = torch.cat([style_statistics(read_image(p, channels=ds.channels)[None]) for p in ds.hq_paths])
+    if len(stats) < 2: raise ValueError(f"loss.lambda_guide: needs at least 2 HQ images to scale the style statistics, "
+                                        f"got {len(stats)} in {Path(ds.hq_paths[0]).parent}")
+    return style_scale(stats)
 
 # %% ../nbs/13_runs.ipynb #950dc018
 _RESUME_FREE = ("train.max_steps", "train.device", "data.num_workers", "data.root", "data.val_root")

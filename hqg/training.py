@@ -20,15 +20,16 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from . import __version__
 from .core import check_image, get_device
-from .io import write_image
+from .io import write_image, _write_error
 from .data import make_loader, set_loader_epoch, seeded_generator
-from .networks import HQGNet, freeze, count_params, _method_of, encode_tiled
+from .networks import HQGNet, freeze, count_params, _method_of, encode_tiled, _newer_note
 from .losses import HQGLoss, TERM_NAMES, gan_loss_d, r1_penalty
 
 # %% auto #0
 __all__ = ['CKPT_FORMAT', 'CKPT_KEYS', 'TRAIN_STATE_KEYS', 'lr_factor', 'ema_decay_at', 'ema_update', 'sample_grid', 'rng_state',
            'set_rng_state', 'save_atomic', 'load_checkpoint', 'find_last_checkpoint', 'NonFiniteLossError',
-           'psnr_metric', 'ssim_metric', 'Trainer', 'check_batch', 'end_step', 'bench_training']
+           'psnr_metric', 'ssim_metric', 'Trainer', 'begin_guidance', 'guide_inputs', 'check_batch', 'end_step',
+           'bench_training']
 
 # %% ../nbs/08_training.ipynb #94285299
 def lr_factor(step: int, # completed steps (0 for the first step)
@@ -108,12 +109,13 @@ def _plain(obj, where: str = "config"):
 # %% ../nbs/08_training.ipynb #da285b71
 def save_atomic(obj, path: str | os.PathLike) -> Path:
     "`torch.save(obj)` to a temporary file next to `path`, fsync, then `os.replace`; returns the path."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    path = Path(path); tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             torch.save(obj, f); f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e: raise _write_error(e, path) from e  # names the file; the previous one is untouched
     finally:
         if tmp.exists(): tmp.unlink()
     if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
@@ -137,12 +139,20 @@ def load_checkpoint(path: str | os.PathLike, # a checkpoint written by `Trainer`
     return _check_ckpt(ckpt, str(path))
 
 def _check_ckpt(ckpt, src: str) -> dict:
-    if isinstance(ckpt, dict) and ckpt.get("format") != CKPT_FORMAT and {"model", "model_config"} <= set(ckpt):
+    fmt = ckpt.get("format") if isinstance(ckpt, dict) else None
+    if (isinstance(ckpt, dict) and fmt in (None, "hqg-model") and "train_state" not in ckpt
+            and {"model", "model_config"} <= set(ckpt)):
         raise ValueError(f"{src}: a model-only checkpoint (HQGNet.save_checkpoint): it can enhance images "
                          "(HQGNet.from_checkpoint) but holds no training state to resume from")
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
-        got = f"keys {sorted(map(str, ckpt))[:8]}" if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"{src}: not an hqg training checkpoint: expected a dict with format={CKPT_FORMAT!r}, got {got}")
+    if not isinstance(ckpt, dict) or fmt != CKPT_FORMAT:
+        got = (f"format={fmt!r}" if fmt is not None else f"keys {sorted(map(str, ckpt))[:8]}") if isinstance(ckpt, dict) \
+              else type(ckpt).__name__
+        note = _newer_note(ckpt) if isinstance(ckpt, dict) else ""
+        raise ValueError(f"{src}: not an hqg training checkpoint{note}: expected a dict with format={CKPT_FORMAT!r}, got {got}")
+    if _newer_note(ckpt):
+        v = ckpt["hqg_version"]
+        raise ValueError(f"{src}: written by hqg {v}, newer than this hqg {__version__}; resume it with hqg {v} or newer "
+                         "(an older hqg may not restore all of its training state)")
     missing = [k for k in CKPT_KEYS if k not in ckpt]
     ts = ckpt.get("train_state")
     missing += [f"train_state.{k}" for k in TRAIN_STATE_KEYS if not isinstance(ts, dict) or k not in ts]
@@ -222,6 +232,9 @@ class Trainer:
         if not r1_gamma >= 0: raise ValueError(f"r1_gamma: expected a value >= 0, got {r1_gamma!r}")
         if not 0 <= ema_decay <= 1: raise ValueError(f"ema_decay: expected a value in [0, 1], got {ema_decay!r}")
         if val_every and val_set is None: raise ValueError("val_every: given without a val_set to validate on")
+        if getattr(loss, "weights", {}).get("guide") and batch_size < 2:
+            raise ValueError(f"loss: lambda_guide={loss.weights['guide']} compares each input under two guides of one "
+                             f"batch and needs batch_size >= 2, got {batch_size}")
         if getattr(loss, "weights", {}).get("seg") and not self.runs_task_step:
             raise ValueError(f"loss: lambda_seg={loss.weights['seg']} needs a segmenter step, which this GAN trainer "
                              "does not run; use lambda_seg=0 here (the bi-level trainer adds the task loss)")
@@ -264,7 +277,7 @@ class Trainer:
         self.last_metrics, self.last_checkpoint, self._loader_rng = {}, None, self.loader.generator.get_state()
         self._user_guidance = net.has_default_guidance
         self._samples = self._guidance_images = self._val_lq = None
-        self._style_ref, self._style_cache = None, {}
+        self._style_ref, self._style_cache, self._style_files, self._x_alt = None, {}, None, None
         self._columns = (["step", "epoch", "d_adv", "d_r1", "d_total"] + [f"g_{k}" for k in TERM_NAMES] +
                          ["g_total", "lr_g", "lr_d", "s_per_step"] +
                          ([f"val_{m}{s}" for m in self.val_metrics for s in ("", "_lq")] if val_set is not None else []))
@@ -321,10 +334,15 @@ def _generate(self: Trainer, x_lq: torch.Tensor, # (B,C,H,W) LQ batch on the dev
              ) -> tuple[torch.Tensor, torch.Tensor]: # x_enh (float32, with graph), kl
     "The step's generator forward: codes of the HQ partners, then x_enh = G(x_lq, code) with VNM noise."
     noise = seeded_generator(self.seed, self.step, 4, self.rank)  # key 4: not used by hqg.data's streams
+    alt = self._style_files is not None and bool(getattr(self.loss, "weights", {}).get("guide")) and len(x_lq) > 1
     with _autocast(self):
         code = self.enc_train(x_hq)
-        out = self.gen_train(x_lq, code, self.temperature, noise)
-    return out.x_enh.float(), out.kl.float()
+        if alt:  # lambda_guide: each input also under the next item's guide, in the same (batched) forward
+            out = self.gen_train(torch.cat([x_lq, x_lq]), torch.cat([code, code.roll(1, 0)]), self.temperature, noise)
+        else: out = self.gen_train(x_lq, code, self.temperature, noise)
+    x = out.x_enh.float()
+    self._x_alt = x[len(x_lq):] if alt else None
+    return x[:len(x_lq)], out.kl.float()
 
 @_method_of(Trainer)
 def _d_step(self: Trainer, x_hq: torch.Tensor, # (B,C,H,W) real HQ images
@@ -353,8 +371,8 @@ def _g_step(self: Trainer, x_lq: torch.Tensor, x_hq: torch.Tensor, # the step's 
     try:
         with _autocast(self):
             fake = self.disc(x_enh).float()  # unwrapped D: no DDP hook of D fires in the G step
-            total, terms = self.loss(x_lq, x_enh, fake, x_hq, kl, style_ref=self._style_ref, enc_gen=self.gen.content_features,
-                                     enc_hq=self.enc, enc_extra=self.enc_extra)
+            total, terms = self.loss(x_lq, x_enh, fake, x_hq, kl, enc_gen=self.gen.content_features,
+                                     enc_hq=self.enc, enc_extra=self.enc_extra, **guide_inputs(self))
         named = {**{f"g_{k}": terms[k] for k in TERM_NAMES if k in terms}, "g_total": total}
         vec = _guard(self, named, {f"g_{k}": w for k, w in getattr(self.loss, "weights", {}).items()})
         self.opt_g.zero_grad(set_to_none=True); total.backward(); self.opt_g.step()
@@ -363,14 +381,24 @@ def _g_step(self: Trainer, x_lq: torch.Tensor, x_hq: torch.Tensor, # the step's 
     return dict(zip(named, vec))
 
 @torch.no_grad()
-def _image_style(tr: Trainer, batch: dict) -> torch.Tensor | None:
-    "With loss.style_target 'image': style statistics of each HQ partner's whole file (cached), else None."
-    if getattr(tr.loss, "style_target", "crop") != "image" or "hq_path" not in batch: return None
+def begin_guidance(tr: Trainer, batch: dict) -> None:
+    "Style statistics of each HQ partner's whole file (cached), when loss.style_target is 'image' or lambda_guide > 0."
+    want_ref = getattr(tr.loss, "style_target", "crop") == "image"
+    want = want_ref or bool(getattr(tr.loss, "weights", {}).get("guide"))
+    tr._style_files = tr._style_ref = tr._x_alt = None
+    if not want or "hq_path" not in batch: return
     from hqg.io import read_image
     from hqg.losses import style_statistics
     for p in batch["hq_path"]:
         if p not in tr._style_cache: tr._style_cache[p] = style_statistics(read_image(p, channels=tr.net.in_channels)[None])[0]
-    return _to_device(tr, torch.stack([tr._style_cache[p] for p in batch["hq_path"]]))
+    tr._style_files = _to_device(tr, torch.stack([tr._style_cache[p] for p in batch["hq_path"]]))
+    if want_ref: tr._style_ref = tr._style_files
+
+def guide_inputs(tr: Trainer) -> dict:
+    "The style/guide keyword inputs of the step's HQGLoss call (set by `begin_guidance` and `generate`)."
+    files = tr._style_files
+    return dict(style_ref=tr._style_ref, x_alt=tr._x_alt, style_files=files,
+                style_files_alt=None if files is None else files.roll(1, 0))
 
 def check_batch(batch) -> None:
     "ValueError unless `batch` is a loader batch with 'lq' and 'hq' images (shared by every trainer)."
@@ -391,7 +419,7 @@ def _train_step(self: Trainer, batch: dict, # a loader batch with "lq" and "hq"
     "generate -> D step -> G step -> schedulers, step += 1 -> EMA update."
     check_batch(batch)
     x_lq, x_hq = _to_device(self, batch["lq"]), _to_device(self, batch["hq"])
-    self._style_ref = _image_style(self, batch)
+    begin_guidance(self, batch)
     x_enh, kl = self.generate(x_lq, x_hq)
     out = {**self.d_step(x_hq, x_enh), **self.g_step(x_lq, x_hq, x_enh, kl)}
     end_step(self)

@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from .core import check_image, as_batch, unbatch, convert_channels, crop_to
 from .vnm import VNMBlock, AdaLIN
-from .networks import HQGNet, Generator, _pad_input, _resolve_code
+from .networks import HQGNet, Generator, _pad_input, _resolve_code, _lq_batch
 
 # %% auto #0
 __all__ = ['CPU_CHUNK_PIXELS', 'sample_seed', 'sample_generator', 'Samples', 'enhance_samples', 'local_contrast',
@@ -147,7 +147,7 @@ class Samples(NamedTuple):
 
 @torch.no_grad()
 def enhance_samples(model: HQGNet, # the model (its `gen`, `enc_hq` and default guidance are used)
-                    x_lq: torch.Tensor, # (B,C,H,W) or (C,H,W) LQ image(s) in [0,1], any H, W
+                    x_lq: torch.Tensor, # (B,C,H,W) or (C,H,W) LQ image(s) in [0,1], H, W >= model.min_size
                     guidance: torch.Tensor | None = None, # HQ guidance image(s), batch B or 1
                     *, code: torch.Tensor | None = None, # or a (B|1, code_dim) / (code_dim,) guidance code
                     n: int = 8, # number of samples
@@ -162,8 +162,7 @@ def enhance_samples(model: HQGNet, # the model (its `gen`, `enc_hq` and default 
     if chunk is not None: chunk = _check_int(chunk, "chunk", 1)
     if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not temperature >= 0:
         raise ValueError(f"temperature: expected a number >= 0, got {temperature!r}")
-    x, added = as_batch(x_lq, "x_lq")
-    check_image(x, "x_lq", ndim=4, channels=(model.in_channels,))
+    x, added = _lq_batch(model, x_lq)  # the checks of `enhance`: channels, min_size, finite values
     v_z = _resolve_code(model, guidance, code, x.shape[0])
     gen, was = model.gen, model.training
     noise_free = gen.vnm is None or gen.vnm.deterministic or temperature == 0
