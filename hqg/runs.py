@@ -283,7 +283,7 @@ def _from_dict(d: dict) -> RunConfig:
     return RunConfig(name=d.get("name", "run"), **{k: cls(**d.get(k, {})) for k, cls in SECTIONS.items()})
 
 # %% ../nbs/13_runs.ipynb #2047904a
-GUIDED_LOSS = {  # the guidance recipe (chosen on data_samples/fundus/val, see the table above): every hqg preset uses it
+GUIDED_LOSS = {  # the guidance recipe (chosen on data_samples/fundus/val, see the tables above): every hqg preset uses it
     "lambda_kl": 0.0, "lambda_style": 20.0, "style_contrast_weight": 0.25,
     "wavelet_per_level": True, "level_weights": [0.0, 0.5, 0.5], "wavelet_beta": 0.5, "lambda_guide": 4.0}
 
