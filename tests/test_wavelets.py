@@ -1,5 +1,6 @@
 """hqg.wavelets against PyWavelets: values, shapes, reconstruction, gradients, errors, modules, figure, bench."""
 import os
+import warnings
 
 import matplotlib
 
@@ -40,6 +41,53 @@ def test_grid_covers_levels_1_to_3():
     assert {lev for *_, lev in GRID} == {1, 2, 3}
     assert {w for w, *_ in GRID} == set(WAVELETS)
     assert len(GRID) >= 25
+
+
+# every level PyWavelets accepts, also above the maximum useful level (where it warns), in every mode we support;
+# odd and non-square sizes, some shorter than 2 (L - 1) at the deepest level (the extension wraps or mirrors again)
+DEEP_SIZES = [(17, 23), (64, 48), (33, 32), (9, 13), (5, 4)]
+DEEP = [(w, m, s, lev) for w in WAVELETS for m in MODES for s in DEEP_SIZES for lev in (1, 2, 3)]
+
+
+def _pywt_or_error(fn):
+    "Run a PyWavelets call, recording its warnings; return (result or the ValueError, warning messages)."
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            out = fn()
+        except ValueError as e:
+            out = e
+    return out, [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+
+
+def test_deep_grid_has_levels_above_the_useful_maximum():
+    above = [c for c in DEEP if c[3] > pywt.dwt_max_level(min(c[2]), pywt.Wavelet(c[0]).dec_len)]
+    assert len(DEEP) == 450 and len(above) >= 200
+    assert any(min(s) / 2 ** (lev - 1) < pywt.Wavelet(w).dec_len for w, _, s, lev in above)  # shorter than the filter
+    assert ("haar", "reflect", (5, 4), 3) in DEEP  # PyWavelets refuses this one (a 2x1 approximation to reflect)
+
+
+@pytest.mark.parametrize("wavelet,mode,size,level", DEEP, ids=[f"{w}-{m}-{h}x{ww}-L{lev}" for w, m, (h, ww), lev in DEEP])
+def test_every_level_pywt_accepts(wavelet, mode, size, level):
+    x = torch.rand(2, 3, *size, dtype=torch.float64)
+    ref, pywt_warned = _pywt_or_error(lambda: pywt.wavedec2(x.numpy(), wavelet, mode=mode, level=level, axes=(-2, -1)))
+    if isinstance(ref, ValueError):  # e.g. reflect on an axis of length 1: refuse too, with our own message
+        with pytest.raises(ValueError, match="reflect needs >= 2 samples per axis"):
+            wavedec2(x, wavelet, level=level, mode=mode)
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ours = wavedec2(x, wavelet, level=level, mode=mode)
+    ours_warned = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    assert bool(ours_warned) == bool(pywt_warned)  # warn exactly where PyWavelets warns
+    if ours_warned:
+        h, w = size
+        assert f"level={level}" in ours_warned[0] and f"'{wavelet}'" in ours_warned[0] and f"{h}x{w} image" in ours_warned[0]
+    assert _maxdiff(ours, ref) < 1e-10
+    rec_ref = pywt.waverec2(ref, wavelet, mode=mode, axes=(-2, -1))
+    rec = waverec2(ours, wavelet, mode=mode)
+    assert rec.shape == rec_ref.shape and float(np.abs(rec.numpy() - rec_ref).max()) < 1e-10
+    assert float((waverec2(ours, wavelet, mode=mode, size=size) - x).abs().max()) < 1e-10  # perfect reconstruction
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
@@ -89,11 +137,12 @@ def test_tiny_images_with_long_filters(size, mode):
     x = torch.randn(1, 1, *size, dtype=torch.float64)
     with pytest.warns(UserWarning):
         ref = pywt.wavedec2(x.numpy(), "db4", mode=mode, level=1, axes=(-2, -1))
-    from hqg.wavelets import _dwt2_level, _idwt2_level  # level check bypassed on purpose
-    dec, rec = wavelet_filters("db4", torch.float64)
-    y = _dwt2_level(x, dec, mode)
-    for k, r in enumerate([ref[0]] + list(ref[1])):
-        assert np.abs(y[:, k:k + 1].numpy() - r).max() < 1e-10
+    from hqg.wavelets import _analysis_matrices, _dwt2_level, _idwt2_level  # one level, no level check
+    _, rec = wavelet_filters("db4", torch.float64)
+    bands = _dwt2_level(x[:, 0], _analysis_matrices("db4", torch.float64), mode)
+    for band, r in zip(bands, [ref[0]] + list(ref[1])):
+        assert np.abs(band[:, None].numpy() - r).max() < 1e-10
+    y = torch.stack(bands, 1)
     if mode == "periodization":
         back = pywt.waverec2(ref, "db4", mode=mode, axes=(-2, -1))
         assert np.abs(_idwt2_level(y, rec, mode).numpy() - back).max() < 1e-10
@@ -104,9 +153,20 @@ def test_band_order_and_meaning():
     x = torch.zeros(1, 1, 8, 8, dtype=torch.float64)
     x[..., 3:, :] = 1.0  # edge between rows 2 and 3: inside a 2x2 Haar block
     ll, (lh, hl, hh) = wavedec2(x, "haar", 1)
-    assert lh.abs().max() > 0.4 and hl.abs().max() == 0 and hh.abs().max() == 0
+    assert lh.abs().max() > 0.4 and hl.abs().max() < 1e-12 and hh.abs().max() < 1e-12  # zero up to rounding
     ll, (lh, hl, hh) = wavedec2(x.transpose(-1, -2), "haar", 1)  # non-contiguous input is fine
-    assert hl.abs().max() > 0.4 and lh.abs().max() == 0
+    assert hl.abs().max() > 0.4 and lh.abs().max() < 1e-12
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_haar_convolution_path_matches_products(mode, monkeypatch):
+    # Haar on even sizes runs one conv2d when oneDNN is on (CPU), the matrix products otherwise: same values
+    x = torch.rand(2, 3, 16, 12, dtype=torch.float64)
+    fast = wavedec2(x, "haar", 2, mode)
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
+    products = wavedec2(x, "haar", 2, mode)
+    for a, b in zip(_flat(fast), _flat(products)):
+        assert a.shape == b.shape and float((a - b).abs().max()) < 1e-12
 
 
 def test_parseval_periodization():
@@ -125,7 +185,9 @@ def test_none_bands_and_linearity():
 
 
 @pytest.mark.parametrize("mode", ["periodization", "symmetric"])
-@pytest.mark.parametrize("wavelet,size,level", [("haar", (7, 6), 2), ("db2", (9, 8), 1), ("db2", (12, 13), 2)])
+@pytest.mark.parametrize("wavelet,size,level", [("haar", (7, 6), 2), ("haar", (8, 12), 2), ("db2", (9, 8), 1),
+                                                ("db2", (12, 13), 2), ("db4", (5, 4), 2)])  # db4: above the useful level
+@pytest.mark.filterwarnings("ignore:level=2 is above")
 def test_gradcheck(wavelet, size, level, mode):
     x = torch.randn(1, 1, *size, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x: tuple(_flat(wavedec2(x, wavelet, level, mode))), (x,))
@@ -152,11 +214,13 @@ def test_errors():
     for bad in ("db99", "morl", "nope"):
         with pytest.raises(ValueError, match=f"wavelet='{bad}' is not supported.*haar.*db.*sym.*coif"):
             wavedec2(x, wavelet=bad)
-    with pytest.raises(ValueError, match=r"level=3 is too high for a 16x16 image and wavelet 'db2' "
-                                         r"\(filter length 4\): the maximum level is 2"):
+    with pytest.warns(UserWarning, match=r"level=3 is above the maximum useful level 2 for a 16x16 image and "
+                                         r"wavelet 'db2' \(filter length 4\)"):
         wavedec2(x, "db2", level=3)
-    with pytest.raises(ValueError, match="maximum level is 0"):
+    with pytest.warns(UserWarning, match="maximum useful level 0 for a 6x40 image"):
         wavedec2(torch.rand(1, 1, 6, 40), "db4")
+    with pytest.raises(ValueError, match=r"mode='reflect': level 3 of a 3x8 image with wavelet 'haar' gets a 1x2"):
+        wavedec2(torch.rand(1, 1, 3, 8), "haar", level=3, mode="reflect")
     for lev in (0, -1, 1.5):
         with pytest.raises(ValueError, match="level: expected an integer >= 1"):
             wavedec2(x, level=lev)
@@ -179,6 +243,10 @@ def test_filters_cached_and_dtypes():
     assert wavelet_filters("db2", torch.float64)[0] is d1 and d1.dtype == torch.float64 and d1.shape == (4, 1, 4, 4)
     assert r1.shape == (4, 1, 4, 4)
     assert get_wavelet("haar").dec_len == 2 and max_level((33, 30), "coif1") == 2
+    from hqg.wavelets import _analysis_matrices
+    m = _analysis_matrices("db2", torch.float64)
+    assert m.shape == (2, 8, 18) and _analysis_matrices("db2", torch.float64) is m  # (low/high, P, K), cached
+    assert torch.equal(m[1, 3, 6:10], torch.tensor(pywt.Wavelet("db2").dec_hi[::-1], dtype=torch.float64))
 
 
 def test_modules_agree_with_functions():
@@ -194,8 +262,10 @@ def test_modules_agree_with_functions():
     d64 = DWT2("sym4", level=1).double()
     assert d64.dec.dtype == torch.float64 and d64(x.double())[0].dtype == torch.float64
     assert "wavelet='sym4', level=1, mode='periodization'" in repr(d64)
-    with pytest.raises(ValueError, match="maximum level is 2"):
-        DWT2("db2", level=3)(x)
+    with pytest.warns(UserWarning, match="maximum useful level 2"):
+        deep = DWT2("db2", level=3)(x)
+    ref, _ = _pywt_or_error(lambda: pywt.wavedec2(x.double().numpy(), "db2", "periodization", 3, (-2, -1)))
+    assert _maxdiff(deep, ref) < 1e-5
     with pytest.raises(ValueError, match="'morl' is not supported"):
         IDWT2("morl")
 
@@ -239,8 +309,8 @@ def test_show_subbands_figure():
         show_subbands(torch.rand(2, 16, 16))
     with pytest.raises(ValueError, match=r"\[0,1\]"):
         show_subbands(torch.rand(1, 16, 16) + 1)
-    with pytest.raises(ValueError, match="maximum level"):
-        show_subbands(torch.rand(1, 16, 16), "db2", level=3)
+    with pytest.warns(UserWarning, match="maximum useful level"):
+        plt.close(show_subbands(torch.rand(1, 16, 16), "db2", level=3))
 
 
 def test_bench_tiny(capsys):
