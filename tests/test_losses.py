@@ -377,7 +377,7 @@ def test_hqg_loss_zero_weights_skip_terms():
     assert total.item() == 0.0 and terms["total"].item() == 0.0     # exact: no term enabled, the constant zero start
     # defaults: the reconstruction's weights (exact: configured constants, no arithmetic)
     assert HQGLoss().weights == dict(adv=1.0, wavelet=10.0, feat=1.0, cons=1.0, struct=0.0, illum=0.0, kl=0.01, seg=0.0,
-                                     style=0.0)
+                                     style=0.0, guide=0.0)
 
 
 def test_hqg_loss_missing_inputs_and_bad_weights():
