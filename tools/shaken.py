@@ -23,15 +23,18 @@ def main(argv=None) -> int:
     from nbdev.config import get_config
     from nbdev.test import test_nb
     skip = set(get_config().tst_flags.split()) - set(a.flags.split())
-    files = sorted(p for p in Path(a.nbs).glob("*.ipynb") if not p.name.startswith(("_", ".")))
+    root = Path(a.nbs)  # as nbdev_test: every notebook below nbs/, skipping files and folders named _* or .*
+    files = sorted(p for p in root.rglob("*.ipynb")
+                   if not any(part.startswith(("_", ".")) for part in p.relative_to(root).parts))
     if a.seed is not None: random.Random(a.seed).shuffle(files)
     print(f"shaken: {len(files)} notebooks, threads {a.threads}, order "
           f"{'shuffled (seed %d)' % a.seed if a.seed is not None else 'sorted'}, deterministic algorithms off", flush=True)
     failed, t0 = [], time.time()
     for f in files:
         ok, secs = test_nb(f.resolve(), skip_flags=list(skip), basepath=Path.cwd())
-        print(f"  {'ok  ' if ok else 'FAIL'} {secs:6.1f} s  {f.name}", flush=True)
-        if not ok: failed.append(f.name)
+        name = f.relative_to(root).as_posix()
+        print(f"  {'ok  ' if ok else 'FAIL'} {secs:6.1f} s  {name}", flush=True)
+        if not ok: failed.append(name)
     print(f"shaken: {len(files) - len(failed)}/{len(files)} passed in {time.time() - t0:.0f} s"
           + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
