@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from . import __version__
-from .io import _write_error
+from .io import _atomic_write
 from .core import check_image, as_batch, unbatch, to_signed, pad_to_multiple, crop_to, get_device
 from .vnm import VariationalNorm, VNMBlock, AdaLIN
 from .degrade import estimate_fov, fov_mask
@@ -604,16 +604,9 @@ def _checkpoint_dict(self: HQGNet) -> dict:
 
 @_method_of(HQGNet)
 def _save_checkpoint(self: HQGNet, path: str | os.PathLike) -> Path:
-    "Write `checkpoint_dict()` to `path` atomically (temporary file, fsync, os.replace); returns the path."
-    path = Path(path); tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:  # a file object: a full disk raises OSError(ENOSPC), not an opaque RuntimeError
-            torch.save(self.checkpoint_dict(), f); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e: raise _write_error(e, path) from e
-    finally:
-        if tmp.exists(): tmp.unlink()
+    "Write `checkpoint_dict()` to `path` atomically (hqg.io's temporary file, fsync, os.replace); returns the path."
+    path = Path(path)  # torch.save into a file object: a full disk raises OSError(ENOSPC) naming the path
+    _atomic_write(path, lambda f: torch.save(self.checkpoint_dict(), f))
     return path
 
 CKPT_FORMATS = (None, "hqg-model", "hqg-train")  # "format" values from_checkpoint reads (None: save_checkpoint's files)

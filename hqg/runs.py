@@ -511,7 +511,6 @@ def build(cfg: RunConfig | str | dict, # a config, or anything `load_config` tak
 @torch.no_grad()
 def hq_style_scale(ds: UnpairedDataset) -> torch.Tensor:
     "`style_scale` of the training set's whole HQ files (sigma_k of the relative style term, lambda_guide)."
-    from hqg.io import read_image
     stats = torch.cat([style_statistics(read_image(p, channels=ds.channels)[None]) for p in ds.hq_paths])
     if len(stats) < 2: raise ValueError(f"loss.lambda_guide: needs at least 2 HQ images to scale the style statistics, "
                                         f"got {len(stats)} in {Path(ds.hq_paths[0]).parent}")

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from . import __version__
 from .core import check_image, get_device
-from .io import write_image, _write_error
+from .io import write_image, _atomic_write
 from .data import make_loader, set_loader_epoch, seeded_generator
 from .networks import HQGNet, freeze, count_params, _method_of, encode_tiled, _newer_note
 from .losses import HQGLoss, TERM_NAMES, gan_loss_d, r1_penalty
@@ -109,15 +109,8 @@ def _plain(obj, where: str = "config"):
 # %% ../nbs/08_training.ipynb #da285b71
 def save_atomic(obj, path: str | os.PathLike) -> Path:
     "`torch.save(obj)` to a temporary file next to `path`, fsync, then `os.replace`; returns the path."
-    path = Path(path); tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            torch.save(obj, f); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e: raise _write_error(e, path) from e  # names the file; the previous one is untouched
-    finally:
-        if tmp.exists(): tmp.unlink()
+    path = Path(path)
+    _atomic_write(path, lambda f: torch.save(obj, f))  # hqg.io's writer: errors name the file, the old one stays
     if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
         fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
         try: os.fsync(fd)
@@ -277,7 +270,7 @@ class Trainer:
         self.last_metrics, self.last_checkpoint, self._loader_rng = {}, None, self.loader.generator.get_state()
         self._user_guidance = net.has_default_guidance
         self._samples = self._guidance_images = self._val_lq = None
-        self._style_ref, self._style_cache, self._style_files, self._x_alt = None, {}, None, None
+        self._style_cache, self._style_files, self._x_alt = {}, None, None
         self._columns = (["step", "epoch", "d_adv", "d_r1", "d_total"] + [f"g_{k}" for k in TERM_NAMES] +
                          ["g_total", "lr_g", "lr_d", "s_per_step"] +
                          ([f"val_{m}{s}" for m in self.val_metrics for s in ("", "_lq")] if val_set is not None else []))
@@ -383,21 +376,21 @@ def _g_step(self: Trainer, x_lq: torch.Tensor, x_hq: torch.Tensor, # the step's 
 @torch.no_grad()
 def begin_guidance(tr: Trainer, batch: dict) -> None:
     "Style statistics of each HQ partner's whole file (cached), when loss.style_target is 'image' or lambda_guide > 0."
-    want_ref = getattr(tr.loss, "style_target", "crop") == "image"
-    want = want_ref or bool(getattr(tr.loss, "weights", {}).get("guide"))
-    tr._style_files = tr._style_ref = tr._x_alt = None
+    want = _style_from_files(tr) or bool(getattr(tr.loss, "weights", {}).get("guide"))
+    tr._style_files = tr._x_alt = None
     if not want or "hq_path" not in batch: return
     from hqg.io import read_image
     from hqg.losses import style_statistics
     for p in batch["hq_path"]:
         if p not in tr._style_cache: tr._style_cache[p] = style_statistics(read_image(p, channels=tr.net.in_channels)[None])[0]
     tr._style_files = _to_device(tr, torch.stack([tr._style_cache[p] for p in batch["hq_path"]]))
-    if want_ref: tr._style_ref = tr._style_files
+
+def _style_from_files(tr: Trainer) -> bool: return getattr(tr.loss, "style_target", "crop") == "image"
 
 def guide_inputs(tr: Trainer) -> dict:
     "The style/guide keyword inputs of the step's HQGLoss call (set by `begin_guidance` and `generate`)."
     files = tr._style_files
-    return dict(style_ref=tr._style_ref, x_alt=tr._x_alt, style_files=files,
+    return dict(style_ref=files if _style_from_files(tr) else None, x_alt=tr._x_alt, style_files=files,
                 style_files_alt=None if files is None else files.roll(1, 0))
 
 def check_batch(batch) -> None:
