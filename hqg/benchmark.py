@@ -4,10 +4,10 @@
 
 # %% ../nbs/13c_benchmark.ipynb #899420bf
 from __future__ import annotations
-import csv, json, math, time
+import contextlib, csv, json, math, time
 from pathlib import Path
 import torch
-from .runs import load_config, train, new_run_dir, read_metrics
+from .runs import load_config, train, new_run_dir, read_metrics, RunProgress
 from .evaluate import evaluate, mean_std, METRIC_LABELS, DIAGNOSTIC_LABELS, _fmt, _guide_paths
 
 # %% auto #0
@@ -82,15 +82,35 @@ def _job(m: str, s: int, bench: Path, plan: dict, device: str, threads: int | No
     r = _evaluate_one(run / "checkpoints" / "last.pt", plan["data"], ev, device, plan.get("guides"))
     return _row(m, s, float(wp.read_text()) if wp.is_file() else math.nan, r)
 
+def _row_text(row: dict) -> str: return ", ".join(f"{k} {row[k]:.4g}" for k in ("psnr", "ssim", "structure") if k in row)
+
 def _say(row: dict, verbose: bool) -> None:
-    if verbose: print(f"{row['method']} seed {row['seed']}: " + ", ".join(f"{k} {row[k]:.4g}" for k in ("psnr", "ssim", "structure") if k in row), flush=True)
+    if verbose: print(f"{row['method']} seed {row['seed']}: " + _row_text(row), flush=True)
 
 def _parallel(todo: list, bench: Path, plan: dict, device: str, workers: int, verbose: bool) -> None:
     "Run (method, seed) jobs in `workers` spawned processes with one torch thread each."
     import concurrent.futures as cf, multiprocessing as mp
-    with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
+    from tqdm.auto import tqdm
+    with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex, \
+         tqdm(total=len(todo), desc=f"benchmark ({workers} workers)", unit="run", disable=not verbose) as bar:
         futs = [ex.submit(_job, m, s, bench, plan, device, 1) for m, s in todo]
-        for f in cf.as_completed(futs): _say(f.result(), verbose)
+        for f in cf.as_completed(futs):
+            row = f.result(); bar.update(1)
+            if verbose: bar.write(f"{row['method']} seed {row['seed']}: " + _row_text(row))
+
+def _rows(methods: list, seeds: list, bench: Path, plan: dict, device: str, verbose: bool) -> list[dict]:
+    "Every method's rows in table order: classical methods evaluated, learned ones trained (or read) per seed."
+    rows = []
+    for m in methods:
+        if m in CLASSICAL_METHODS:
+            r = _evaluate_one(m, plan["data"], bench / "eval" / m, device, plan["guides"])
+            rows.append(_row(m, None, 0.0, r))
+            continue
+        for s in seeds:
+            done = (bench / "eval" / m / f"seed{s}" / "metrics.json").is_file()
+            rows.append(_job(m, s, bench, plan, device))
+            if not done: _say(rows[-1], verbose)
+    return rows
 
 def benchmark(methods=DEFAULT_METHODS, # method names (see the table above)
               data: str | Path = "data_samples/fundus", # dataset root with lq/, hq/ and test/lq (+ test/gt)
@@ -126,16 +146,9 @@ def benchmark(methods=DEFAULT_METHODS, # method names (see the table above)
     todo = [(m, s) for m in methods if m in LEARNED for s in seeds
             if not (bench / "eval" / m / f"seed{s}" / "metrics.json").is_file()]
     if workers > 1 and len(todo) > 1: _parallel(todo, bench, plan, device, workers, verbose)
-    rows = []
-    for m in methods:
-        if m in CLASSICAL_METHODS:
-            r = _evaluate_one(m, plan["data"], bench / "eval" / m, device, plan["guides"])
-            rows.append(_row(m, None, 0.0, r))
-            continue
-        for s in seeds:
-            done = (bench / "eval" / m / f"seed{s}" / "metrics.json").is_file()
-            rows.append(_job(m, s, bench, plan, device))
-            if not done: _say(rows[-1], verbose)
+    sequential = verbose and todo and not (workers > 1 and len(todo) > 1)
+    watch = RunProgress(bench / "train") if sequential else contextlib.nullcontext()  # a bar per training run
+    with watch: rows = _rows(methods, seeds, bench, plan, device, verbose)
     summary = summarize_runs(rows)
     write_results(bench, rows, summary, plan, wall=time.time() - t_start)
     if verbose: print((bench / "table.md").read_text())

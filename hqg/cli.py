@@ -11,10 +11,11 @@ import hqg
 
 # %% auto #0
 __all__ = ['DEFAULT_MODEL', 'DEMO_STEPS', 'BENCH_IMAGE_SIZE', 'enhance_files', 'export_model', 'default_checkpoint',
-           'score_pairs', 'results_table', 'demo', 'bench_enhance', 'build_parser', 'main']
+           'score_pairs', 'results_table', 'demo', 'bench_enhance', 'build_parser', 'main', 'bench_large']
 
 # %% ../nbs/14_cli.ipynb #fe4f0e26
-from .runs import new_run_dir
+from .runs import new_run_dir, NULL_STRINGS
+from .core import in_test
 
 # %% ../nbs/14_cli.ipynb #dbfd8570
 def _fov_source(net, fov) -> str | Path:
@@ -54,6 +55,7 @@ def enhance_files(net, # an HQGNet (e.g. `HQGNet.from_checkpoint(path)`)
                   device: str = "auto",
                   uncertainty: int = 0, # n > 1: also write NAME_uncertainty.tif, the per-pixel std of n samples (tau=1)
                   fov: str | Path | None = None, # black border: None = the model's `fov`, "auto", "none", a mask file/folder
+                  scale="auto", # "auto": large images at the training scale (HQGNet.enhance), "none", or a factor
                  ) -> tuple[list[Path], list[tuple[Path, str]]]:
     "Enhance image files; return (written paths, [(failed path, reason)]). Never overwrites an input."
     from hqg.io import read_image, write_image, list_images, image_info, ImageReadError
@@ -71,6 +73,7 @@ def enhance_files(net, # an HQGNet (e.g. `HQGNet.from_checkpoint(path)`)
         raise ValueError(f"{out}: output folder is a file; expected a folder (it is created if missing)")
     if any(p.parent.resolve() == out.resolve() for p in paths):
         raise ValueError(f"{out}: output folder is an input folder; choose another so inputs are never overwritten")
+    net.enhance_scale(1, 1, 64, 64, scale=scale)  # checks `scale` before any file is read
     mode = _fov_source(net, fov)
     masks = {q.stem: q for q in list_images(mode)} if isinstance(mode, Path) and mode.is_dir() else None
     try: code = guidance_code(net, guidance, dev)
@@ -93,7 +96,8 @@ def enhance_files(net, # an HQGNet (e.g. `HQGNet.from_checkpoint(path)`)
         try: m = net.fov_mask(xin, mode) if isinstance(mode, str) else _mask_for(mode, p, x.shape[-2:], masks).to(dev)
         except (ImageReadError, OSError, ValueError) as e:
             failed.append((p, str(e))); continue
-        y = net.enhance(xin[None], code=code, temperature=temperature, generator=gen, fov="none" if m is None else m)[0]
+        y = net.enhance(xin[None], code=code, temperature=temperature, generator=gen, fov="none" if m is None else m,
+                        scale=scale)[0]
         if keep_fov and x.shape[0] == 3 and (keep_fov is True or m is None):  # copy the input's border
             f = estimate_fov(xin) if m is None else m[0]
             if keep_fov is True or f.float().mean() < 0.95: y = torch.where(f, y, xin)
@@ -106,8 +110,11 @@ def enhance_files(net, # an HQGNet (e.g. `HQGNet.from_checkpoint(path)`)
         written.append(write_image(out / name, y, bits=bits))
         if uncertainty:
             from hqg.uncertainty import enhance_samples, uncertainty_map
-            smp = enhance_samples(net, xin[None], code=code, n=uncertainty, temperature=1.0, seed=seed)
-            u = uncertainty_map(smp.std)[0] if m is None else uncertainty_map(smp.std)[0] * m[0]  # 0 outside the FOV
+            f = net.enhance_scale(*xin[None].shape, scale=scale)  # large images: sampled at the working scale
+            xs = xin[None] if f == 1 else torch.nn.functional.interpolate(xin[None], size=[round(s * f) for s in xin.shape[-2:]], mode="area")
+            u = uncertainty_map(enhance_samples(net, xs, code=code, n=uncertainty, temperature=1.0, seed=seed).std)
+            if f != 1: u = torch.nn.functional.interpolate(u, size=xin.shape[-2:], mode="bilinear", align_corners=False)
+            u = u[0] if m is None else u[0] * m[0]  # 0 outside the FOV
             write_image(out / f"{Path(name).stem}_uncertainty.tif", u.cpu(), bits=32)
     return written, failed
 
@@ -197,7 +204,7 @@ def demo(data: str | Path = "data_samples", # the shipped samples (uses data/fun
     t0 = time.time()
     run_notebook(nb, {"preset": "tiny", "data_root": str(root.resolve()), "max_steps": max_steps, "image_size": None,
                       "batch_size": None, "device": device, "seed": seed, "overrides": dict(overrides or {})},
-                 run_dir=run, log_output=log_output)
+                 run_dir=run, log_output=log_output, progress=not log_output and not in_test())
     t_train = time.time() - t0
     net = HQGNet.from_checkpoint(run / "checkpoints" / "last.pt")
     enhance_files(net, root / "test" / "lq", run / "enhanced", device=device)
@@ -255,6 +262,8 @@ def _cmd_bench(a):
     elif a.what == "explorer":
         from hqg.explorer import bench_explorer
         bench_explorer(n=a.repeats)
+    elif a.what == "large":
+        bench_large(side=a.image_size or 2048)
     elif a.what == "enhance":
         bench_enhance(image_size=a.image_size or 256, n=a.batch or 8, device=a.device, repeats=a.repeats)
     elif a.what == "compare":
@@ -299,13 +308,13 @@ def _notebook_params(a) -> dict:
     if a.file:
         if not Path(a.file).is_file(): raise FileNotFoundError(f"{a.file}: no such parameters file")
         params.update(yaml.safe_load(Path(a.file).read_text()) or {})
-    for k, v in a.param or []: params[k] = yaml.safe_load(v)
+    for k, v in a.param or []: params[k] = None if v.strip() in NULL_STRINGS else yaml.safe_load(v)  # -p k None
     return params
 
 def _cmd_run(a):
     from hqg.runs import run_notebook
     nb = run_notebook(a.notebook, _notebook_params(a), a.out, log_output=a.log_output, timeout=a.timeout,
-                      cwd=Path.cwd() if a.cwd_here else None)
+                      cwd=Path.cwd() if a.cwd_here else None, progress=not a.log_output)
     print(f"executed notebook: {nb}")
 
 def _cmd_sweep(a):
@@ -332,14 +341,24 @@ def _cmd_benchmark(a):
                       device=a.device, overrides=parse_overrides(a.set or []) or None, workers=a.workers, guides=a.guides)
     print(f"benchmark written to {bench} (table.md, results.csv, results.json, results.png)")
 
+def _scale_factor(s: str) -> float:
+    try: return float(s)
+    except ValueError: raise ValueError(f"--scale: expected auto, none or a factor in (0, 1], got {s!r}") from None
+
 def _cmd_enhance(a):
     from hqg.networks import HQGNet
+    import resource
     net = HQGNet.from_checkpoint(a.checkpoint or default_checkpoint())
+    scale = a.scale if a.scale in ("auto", "none") else _scale_factor(a.scale)
+    t0 = time.perf_counter()
     written, failed = enhance_files(net, a.input, a.output, guidance=a.guidance, temperature=a.temperature,
                                     seed=a.seed, keep_fov={"auto": "auto", "on": True, "off": False}[a.keep_fov],
-                                    device=a.device, uncertainty=a.uncertainty, fov=a.fov)
+                                    device=a.device, uncertainty=a.uncertainty, fov=a.fov, scale=scale)
     for p, why in failed: print(f"hqg: skipped {p}: {why}", file=sys.stderr)
-    print(f"enhanced {len(written)} image(s) into {a.output}" + (f"; {len(failed)} failed" if failed else ""))
+    dt, peak = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(f"enhanced {len(written)} image(s) into {a.output}" + (f"; {len(failed)} failed" if failed else "")
+          + f" in {dt:.1f} s ({dt / max(len(written), 1):.2f} s/image), peak memory {peak:.0f} MiB; scale {a.scale}"
+          + (f" (training short side {net.train_side} px)" if net.train_side else " (the model stores no training scale: native)"))
     return 1 if failed else 0
 
 def build_parser() -> argparse.ArgumentParser:
@@ -351,8 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sets", nargs="+", default=["fundus", "vessels", "ccm"], choices=["fundus", "vessels", "ccm"])
     s.set_defaults(func=_cmd_samples)
     b = sub.add_parser("bench", help="print speed figures: wavelets (vs PyWavelets), generator, training, enhance, "
-                       "explorer, released (the released code's architecture), compare (hqg presets vs released)")
-    b.add_argument("what", choices=["wavelets", "generator", "training", "enhance", "explorer", "released", "compare"])
+                       "large (a 2048-px photograph through hqg enhance), explorer, released (the released code's "
+                       "architecture), compare (hqg presets vs released)")
+    b.add_argument("what", choices=["wavelets", "generator", "training", "enhance", "large", "explorer", "released", "compare"])
     b.add_argument("--batch", type=int, default=None, help="batch size (wavelets: 8; generator: 4 tiny, 1 paper)")
     b.add_argument("--image-size", type=int, default=None, help="square image side (wavelets: 384; tiny 128, paper 384)")
     b.add_argument("--wavelet", default="db2"); b.add_argument("--level", type=int, default=3)
@@ -375,6 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--keep-fov", choices=["auto", "on", "off"], default="auto",
                    help="copy the dark border of whole field-of-view images from the input (auto: when present "
                         "and the black border of --fov is off)")
+    e.add_argument("--scale", default="auto", metavar="{auto,none,F}",
+                   help="auto: images whose short side is over 1.5x the training images' are enhanced at the training "
+                        "scale and the correction applied at full size; none: native resolution; F in (0, 1]: a factor")
     e.add_argument("--device", default="auto")
     e.add_argument("--uncertainty", type=int, nargs="?", const=8, default=0, metavar="N",
                    help="also write NAME_uncertainty.tif (float32): per-pixel std of N variational samples (default 8)")
@@ -448,6 +471,48 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as e:  # a failed notebook run (hqg.runs.NotebookError) or training stop (NaN guard)
         print(f"hqg: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 1
+
+def _large_pair(side: int, seed: int, folder: Path) -> tuple[Path, Path]:
+    "A side² fundus photograph (skimage's retina, CC0, resized) and its 'fundus'-preset degradation, as PNG files."
+    import torch.nn.functional as F
+    from hqg.io import write_image
+    from hqg.degrade import degrade, estimate_fov
+    try: from skimage.data import retina
+    except ImportError: raise ImportError("bench large needs scikit-image (skimage.data.retina); pip install scikit-image") from None
+    gt = torch.from_numpy(retina()).permute(2, 0, 1).float()[None] / 255
+    gt = F.interpolate(gt, size=(side, side), mode="bicubic", align_corners=False).clamp(0, 1)
+    lq, _ = degrade(gt, "fundus", seed=seed, fov=estimate_fov(gt))
+    (folder / "lq").mkdir(parents=True, exist_ok=True); (folder / "gt").mkdir(exist_ok=True)
+    return write_image(folder / "lq" / "fundus.png", lq[0]), write_image(folder / "gt" / "fundus.png", gt[0])
+
+def bench_large(checkpoint: str | Path | None = None, # model file (default: the shipped model)
+                side: int = 2048, # side of the square photograph
+                seed: int = 0, # degradation seed
+                scales: tuple = ("auto", "none"), # `hqg enhance --scale` values to compare
+                verbose: bool = True) -> list[dict]:
+    "One side² fundus photograph through `hqg enhance` (a fresh process per scale): seconds, peak memory, PSNR/SSIM."
+    import subprocess, tempfile, re
+    from hqg.io import read_image
+    from hqg.degrade import estimate_fov
+    from hqg.metrics import psnr, ssim
+    ck = str(checkpoint or default_checkpoint()); rows = []
+    with tempfile.TemporaryDirectory(prefix="hqg-large-") as tmp:
+        lq, gt = _large_pair(side, seed, Path(tmp))
+        y = read_image(gt)[None]; m = estimate_fov(y); x = read_image(lq)[None]
+        for sc in scales:
+            out = Path(tmp) / f"out_{sc}"
+            r = subprocess.run([sys.executable, "-m", "hqg.cli", "enhance", "--checkpoint", ck, "--input", str(lq.parent),
+                                "--output", str(out), "--scale", str(sc)], capture_output=True, text=True)
+            if r.returncode != 0: raise RuntimeError(f"hqg enhance --scale {sc} failed: {r.stderr.strip()[-500:]}")
+            t, mem = re.search(r"in ([\d.]+) s .*peak memory (\d+) MiB", r.stdout).groups()
+            e = read_image(out / "fundus.png")[None]
+            rows.append(dict(scale=str(sc), side=side, seconds=float(t), peak_mib=int(mem), out_shape=list(e.shape[-2:]),
+                             psnr_in=psnr(x, y, mask=m).item(), psnr=psnr(e, y, mask=m).item(),
+                             ssim_in=ssim(x, y, mask=m).item(), ssim=ssim(e, y, mask=m).item()))
+            if verbose: print(f"{side}px fundus, --scale {sc}: {float(t):.1f} s, peak {mem} MiB, output {e.shape[-1]}x{e.shape[-2]}, "
+                              f"PSNR {rows[-1]['psnr_in']:.2f} -> {rows[-1]['psnr']:.2f} dB, "
+                              f"SSIM {rows[-1]['ssim_in']:.4f} -> {rows[-1]['ssim']:.4f} (inside the FOV)", flush=True)
+    return rows
 
 # %% ../nbs/14_cli.ipynb #7a0ade2c
 #| eval: false

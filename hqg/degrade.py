@@ -455,9 +455,16 @@ def estimate_fov(x: torch.Tensor, # (C,H,W) or (B,C,H,W) in [0,1]
                  threshold: float = 0.1, # theta (see above): black border when b <= theta p99, inside > theta p99
                  kernel: int | None = None, # opening size (odd); None: about 1.5 % of min(H, W)
                  fill: bool = True, # fill row/column spans (convex FOV)
+                 work_side: int | None = 512, # larger images are analysed at this short side (area-downsampled)
                 ) -> torch.Tensor:
     "Estimate the field of view: a bool mask (1,H,W) or (B,1,H,W) following x's batching; all True without a border."
     check_image(x); xb, added = as_batch(x)
+    if work_side is not None and min(xb.shape[-2:]) > work_side:  # 2-4k photographs: seconds, not a minute
+        f = work_side / min(xb.shape[-2:])
+        small = F.interpolate(xb.float(), size=[max(1, round(s * f)) for s in xb.shape[-2:]], mode="area")
+        m = estimate_fov(small, threshold, None if kernel is None else max(1, round(kernel * f)) | 1, fill, None)
+        m = F.interpolate(m.float(), size=xb.shape[-2:], mode="bilinear", align_corners=False) > 0.5
+        return unbatch(m, added)
     k = kernel or max(3, (min(xb.shape[-2:]) * 3 // 200) | 1)
     if k % 2 == 0 or k < 1: raise ValueError(f"kernel: expected an odd size >= 1, got {k}")
     raw = convert_channels(xb, 1).float(); lum = _median3(raw)

@@ -17,10 +17,11 @@ from .vnm import VariationalNorm, VNMBlock, AdaLIN
 from .degrade import estimate_fov, fov_mask
 
 # %% auto #0
-__all__ = ['PRESETS', 'VARIANTS', 'RELEASED_PARAMS', 'FOV_MODES', 'FOV_COVER', 'CKPT_FORMATS', 'GuidanceEncoder',
-           'GuidanceDecoder', 'GuidanceAutoencoder', 'freeze', 'unfreeze', 'pretrain_guidance_encoder', 'GenOutput',
-           'Generator', 'Discriminator', 'Segmenter', 'resolve_config', 'HQGNet', 'mean_guidance_code', 'encode_tiled',
-           'count_params', 'estimate_macs', 'model_summary', 'bench_generator']
+__all__ = ['PRESETS', 'VARIANTS', 'RELEASED_PARAMS', 'FOV_MODES', 'FOV_COVER', 'AUTO_SCALE_ABOVE', 'CKPT_FORMATS',
+           'GuidanceEncoder', 'GuidanceDecoder', 'GuidanceAutoencoder', 'freeze', 'unfreeze',
+           'pretrain_guidance_encoder', 'GenOutput', 'Generator', 'Discriminator', 'Segmenter', 'resolve_config',
+           'HQGNet', 'mean_guidance_code', 'encode_tiled', 'count_params', 'estimate_macs', 'model_summary',
+           'bench_generator']
 
 # %% ../nbs/06_networks.ipynb #8cf6d8a9
 def _norm(kind: str, c: int) -> nn.Module:
@@ -391,7 +392,7 @@ PRESETS = {
                   enc_base=64, enc_depth=6, enc_max_width=512, seg_base=32, seg_depth=4, seg_max_width=256),
 }
 VARIANTS = {"hqg": "vnm", "deterministic": "deterministic", "official": "adain", "hqg-official": "adain"}
-RELEASED_PARAMS = {"gen": 36.5e6, "disc": 26.1e6, "enc_hq": 26.1e6}  # the authors' released code (DESIGN.md §3)
+RELEASED_PARAMS = {"gen": 36.5e6, "disc": 26.1e6, "enc_hq": 26.1e6}  # the authors' released code (counted from its model files)
 
 def _make_generator(in_channels: int, c: dict) -> Generator:
     "The generator of a resolved config `c` (see `resolve_config`)."
@@ -423,6 +424,7 @@ class HQGNet(nn.Module):
                  freeze_guidance: bool = True, # keep enc_hq frozen (eval, no grad); False to fine-tune it
                  fov: str = "none", # enhance's default: "auto" = black outside the estimated field of view, or "none"
                  guide_tile: int | None = None, # guidance codes at the training scale: mean over windows of this side
+                 train_side: int | None = None, # short side of the training images as the model saw them (enhance's scale="auto")
                  **overrides, # any key of PRESETS[size], e.g. gen_base=8
                 ):
         super().__init__()
@@ -434,6 +436,10 @@ class HQGNet(nn.Module):
             if isinstance(guide_tile, bool) or not isinstance(guide_tile, int) or guide_tile < 8:
                 raise ValueError(f"guide_tile: expected None or an int >= 8, got {guide_tile!r}")
             self.model_config["guide_tile"] = guide_tile  # kept only when set (older checkpoints lack it)
+        if train_side is not None:
+            if isinstance(train_side, bool) or not isinstance(train_side, int) or train_side < 8:
+                raise ValueError(f"train_side: expected None or an int >= 8, got {train_side!r}")
+            self.model_config["train_side"] = train_side  # kept only when set
         c = self.cfg = resolve_config(size, variant, **overrides)
         self.in_channels, self.freeze_guidance = in_channels, freeze_guidance
         self.gen = _make_generator(in_channels, c)
@@ -464,6 +470,9 @@ class HQGNet(nn.Module):
 
     @property
     def guide_tile(self) -> int | None: return self.model_config.get("guide_tile")
+
+    @property
+    def train_side(self) -> int | None: return self.model_config.get("train_side")
 
     @property
     def code_dim(self) -> int: return self.cfg["code_hq"]
@@ -558,6 +567,32 @@ def _lq_batch(self: HQGNet, x_lq: torch.Tensor) -> tuple[torch.Tensor, bool]:
     check_image(x, "x_lq", ndim=4, channels=(self.in_channels,), finite=True)
     return x, added
 
+AUTO_SCALE_ABOVE = 1.5  # scale="auto" works at the training scale when the short side is > this x train_side
+
+def _work_scale(self: HQGNet, shape, scale) -> float:
+    "The factor `enhance(scale=...)` works at for an image of `shape` (..., H, W): 1 = native."
+    side = min(shape[-2:])
+    if isinstance(scale, str):
+        if scale == "none": return 1.0
+        if scale != "auto": raise ValueError(f"scale: expected 'auto', 'none' or a factor in (0, 1], got {scale!r}")
+        t = self.train_side
+        return 1.0 if t is None or side <= AUTO_SCALE_ABOVE * t else t / side
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 1:
+        raise ValueError(f"scale: expected 'auto', 'none' or a factor in (0, 1], got {scale!r}")
+    return max(float(scale), self.min_size / side)
+
+@_method_of(HQGNet)
+def _enhance_scale(self: HQGNet, *shape, scale="auto") -> float:
+    "The factor `enhance(x, scale=scale)` works at for an x of `shape` (…, H, W); 1 = native. Checks `scale`."
+    return _work_scale(self, shape, scale)
+
+def _scaled(self: HQGNet, x: torch.Tensor, f: float, run) -> torch.Tensor:
+    "`run(x)` at f x the size of x: area-downsampled input, and the output's logit correction upsampled and added."
+    small = F.interpolate(x, size=[max(self.min_size, round(s * f)) for s in x.shape[-2:]], mode="area")
+    lg = lambda t: torch.logit(t.clamp(1e-3, 1 - 1e-3))
+    corr = F.interpolate(lg(run(small)) - lg(small), size=x.shape[-2:], mode="bilinear", align_corners=False)
+    return torch.sigmoid(lg(x) + corr)
+
 def _resolve_code(self: HQGNet, guidance, code, batch: int) -> torch.Tensor:
     if guidance is not None and code is not None: raise ValueError("pass either guidance= (images) or code=, not both")
     if isinstance(guidance, (str, os.PathLike)):
@@ -584,14 +619,17 @@ def _enhance(self: HQGNet, x_lq: torch.Tensor, # (B,C,H,W) or (C,H,W) LQ image(s
             temperature: float = 0.0, # VNM noise scale (0 = deterministic)
             generator: torch.Generator | None = None, # RNG for temperature > 0
             fov=None, # outside the field of view: None = the model's `fov`; "auto", "none"/False, or a mask
+            scale="auto", # "auto": large images at the training scale (see below); "none": native; or a factor
            ) -> torch.Tensor: # enhanced image(s), same shape (and device) as x_lq, in [0,1]
     "Enhance LQ image(s) with guidance images, a guidance code, or the default guidance (eval mode, no grad)."
     x, added = _lq_batch(self, x_lq)
     if temperature < 0: raise ValueError(f"temperature: expected a value >= 0, got {temperature}")
     m = self.fov_mask(x, fov)  # checked before the generator runs
+    f = _work_scale(self, x.shape, scale)
     v_z = _resolve_code(self, guidance, code, x.shape[0])
     was = self.training; self.eval()
-    try: x_enh = self.gen(x.to(self.device), v_z, temperature, generator).x_enh
+    run = lambda t: self.gen(t, v_z, temperature, generator).x_enh
+    try: x_enh = run(x.to(self.device)) if f == 1.0 else _scaled(self, x.to(self.device), f, run)
     finally: self.train(was)
     x_enh = x_enh.to(x_lq.device)
     return unbatch(x_enh if m is None else x_enh.masked_fill(~m.to(x_enh.device), 0.0), added)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_runs.ipynb #207264e0
 from __future__ import annotations
-import csv, dataclasses, itertools, json, os, re, subprocess, time, types, warnings
+import contextlib, csv, dataclasses, itertools, json, os, re, statistics, subprocess, threading, time, types, warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
@@ -20,11 +20,12 @@ from .io import read_image, list_images
 from .training import Trainer, load_checkpoint, find_last_checkpoint
 
 # %% auto #0
-__all__ = ['SECTIONS', 'TOP_KEYS', 'GUIDED_LOSS', 'PRESETS', 'OVERLAYS', 'SWEEP_KEYS', 'DataConfig', 'ModelConfig', 'LossConfig',
-           'TrainConfig', 'CycleConfig', 'BilevelConfig', 'RunConfig', 'load_config', 'config_to_dict',
-           'config_to_yaml', 'save_config', 'parse_overrides', 'git_sha', 'new_run_dir', 'reference_guides', 'build',
-           'hq_style_scale', 'trainer_class', 'fov_val_metrics', 'train', 'read_metrics', 'NotebookError',
-           'notebook_parameters', 'run_notebook', 'sweep']
+__all__ = ['SECTIONS', 'TOP_KEYS', 'GUIDED_LOSS', 'PRESETS', 'OVERLAYS', 'NULL_STRINGS', 'SWEEP_KEYS', 'DataConfig',
+           'ModelConfig', 'LossConfig', 'TrainConfig', 'CycleConfig', 'BilevelConfig', 'RunConfig', 'load_config',
+           'config_to_dict', 'config_to_yaml', 'save_config', 'parse_overrides', 'git_sha', 'new_run_dir',
+           'reference_guides', 'build', 'train_side', 'hq_style_scale', 'trainer_class', 'fov_val_metrics', 'train',
+           'read_metrics', 'NotebookError', 'notebook_parameters', 'RunProgress', 'run_notebook', 'smoke_mode',
+           'notebook_settings', 'notebook_config', 'sweep']
 
 # %% ../nbs/13_runs.ipynb #9ff2a384
 def _f(default, *, choices=None, min=None):
@@ -503,10 +504,20 @@ def build(cfg: RunConfig | str | dict, # a config, or anything `load_config` tak
     ds, val = _datasets(cfg.data, cfg.train.seed)
     m = cfg.model
     net = HQGNet(cfg.data.channels, m.size, m.variant, with_seg=m.with_seg or cfg.bilevel.enabled,
-                 freeze_guidance=not cfg.train.finetune_guidance, fov=m.fov, guide_tile=cfg.data.size, **m.overrides)
+                 freeze_guidance=not cfg.train.finetune_guidance, fov=m.fov, guide_tile=cfg.data.size,
+                 train_side=train_side(ds, cfg.data), **m.overrides)
     loss = HQGLoss(**dataclasses.asdict(cfg.loss))
     if cfg.loss.lambda_guide and cfg.loss.guide_scale is None: loss.guide_scale = hq_style_scale(ds)
     return net, loss, ds, val
+
+def train_side(ds: UnpairedDataset, data: DataConfig) -> int:
+    "Median short side of the LQ training images as the views are cut from them (`HQGNet(train_side=...)`)."
+    if data.resize == "short_side": return data.size
+    from PIL import Image
+    sides = []
+    for p in ds.lq_paths:
+        with Image.open(p) as im: sides.append(max(data.size, min(im.size)))  # header only: no decoding
+    return int(statistics.median(sides))
 
 @torch.no_grad()
 def hq_style_scale(ds: UnpairedDataset) -> torch.Tensor:
@@ -699,6 +710,53 @@ def notebook_parameters(notebook: str | Path) -> dict:
     cell = next((c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
     return {} if cell is None else {p.name: p.default for p in PythonTranslator.inspect(cell)}
 
+# %% ../nbs/13_runs.ipynb #1ac1c31a
+def _last_row(path: Path) -> dict | None:
+    "The last complete JSON row of a metrics.jsonl being appended to (None if there is none yet)."
+    try: lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError: return None
+    for line in reversed(lines):
+        try: return json.loads(line)
+        except ValueError: continue
+    return None
+
+class RunProgress:
+    "Context manager: a tqdm bar on stderr that follows the newest metrics.jsonl below `run` (polled every `every` s)."
+    def __init__(self, run: str | Path, every: float = 1.0, file=None):
+        self.run, self.every, self.file = Path(run), every, file
+        self.bar, self.src, self._stop = None, None, threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="hqg-run-progress", daemon=True)
+
+    def __enter__(self): self._thread.start(); return self
+
+    def __exit__(self, *exc):
+        self._stop.set(); self._thread.join()
+        if self.bar is not None: self.bar.close()
+
+    def _loop(self):
+        while not self._stop.wait(self.every): self.poll()
+        self.poll()
+
+    def poll(self):
+        "Read the newest metrics row and move the bar to it."
+        from tqdm.auto import tqdm
+        files = [f for f in self.run.rglob("metrics.jsonl") if f.is_file()]
+        if not files: return
+        src = max(files, key=lambda f: f.stat().st_mtime)
+        row = _last_row(src)
+        if row is None or "step" not in row: return
+        if src != self.src:
+            if self.bar is not None: self.bar.close()
+            try: total = yaml.safe_load((src.parent / "config.yaml").read_text())["train"]["max_steps"]
+            except Exception: total = None
+            name = src.parent.relative_to(self.run).as_posix()
+            self.bar = tqdm(total=total, desc=f"train {name}" if name != "." else "train", unit="step",
+                            file=self.file, dynamic_ncols=True, mininterval=0.5)
+            self.src = src
+        self.bar.update(row["step"] - self.bar.n)
+        losses = {n: f"{row[k]:.3f}" for n, k in (("g", "g_total"), ("d", "d_total")) if isinstance(row.get(k), (int, float))}
+        if losses: self.bar.set_postfix(losses, refresh=True)
+
 # %% ../nbs/13_runs.ipynb #f3439f9a
 def run_notebook(notebook: str | Path, # the .ipynb to execute (with a cell tagged `parameters`)
                  parameters: dict | None = None, # values to inject (names must be declared in that cell)
@@ -710,6 +768,7 @@ def run_notebook(notebook: str | Path, # the .ipynb to execute (with a cell tagg
                  cwd: str | Path | None = None, # kernel working directory; None: the notebook's folder
                  run_dir: str | Path | None = None, # use this folder instead of a new one under `out`
                  progress_bar: bool = False, # papermill's cell progress bar
+                 progress: bool = False, # a terminal bar (step, losses, ETA) from the run folder's metrics
                 ) -> Path: # the executed notebook (inside its run folder)
     "Execute `notebook` with papermill into a run folder; raise `NotebookError` (notebook still written) on failure."
     import papermill as pm
@@ -727,10 +786,12 @@ def run_notebook(notebook: str | Path, # the .ipynb to execute (with a cell tagg
     if "run_dir" in declared and "run_dir" not in params: params["run_dir"] = str(run.resolve())
     if "out" in declared and "out" not in params: params["out"] = str(out.resolve())
     dst = _unique_path(run / nb.name)
+    watch = RunProgress(run) if progress else contextlib.nullcontext()
     try:
-        pm.execute_notebook(str(nb), str(dst), parameters=params, kernel_name=kernel, language="python",
-                            log_output=log_output, progress_bar=progress_bar, cwd=str(cwd or nb.parent),
-                            execution_timeout=timeout)
+        with watch:
+            pm.execute_notebook(str(nb), str(dst), parameters=params, kernel_name=kernel, language="python",
+                                log_output=log_output, progress_bar=progress_bar, cwd=str(cwd or nb.parent),
+                                execution_timeout=timeout, extra_arguments=["--IPKernelApp.log_level=ERROR"])
     except PapermillExecutionError as e:
         raise NotebookError(f"{nb.name} failed in cell {e.exec_count} with {e.ename}: {e.evalue} "
                             f"(executed notebook: {dst})", dst, run, e.cell_index, e.exec_count, e.ename, e.evalue,
@@ -740,6 +801,47 @@ def run_notebook(notebook: str | Path, # the .ipynb to execute (with a cell tagg
         raise NotebookError(f"{nb.name} failed: {type(e).__name__}: {' '.join(str(e).split())} "
                             f"(executed notebook: {dst})", dst, run, ename=type(e).__name__, evalue=str(e)) from e
     return dst
+
+# %% ../nbs/13_runs.ipynb #6b2a2ad7
+NULL_STRINGS = ("None", "none", "null", "Null", "NULL", "~")  # what `papermill -p key None` / `-p key null` pass
+
+def _null(v): return None if isinstance(v, str) and v.strip() in NULL_STRINGS else v
+
+def smoke_mode(smoke: bool | str | None = None) -> bool:
+    "A notebook's `smoke` parameter: True/False as given ('true'/'false' strings too); None: only under nbdev_test."
+    smoke = _null(smoke)
+    if smoke is None: return bool(os.environ.get("IN_TEST"))
+    if isinstance(smoke, str) and smoke.strip().lower() in ("true", "false"): return smoke.strip().lower() == "true"
+    if not isinstance(smoke, bool): raise ValueError(f"smoke: expected True, False or None, got {smoke!r}")
+    return smoke
+
+def notebook_settings(values: dict, # the notebook's parameters by name
+                      smoke: bool | str | None = None, # the notebook's `smoke` parameter (see `smoke_mode`)
+                      smoke_values: dict | None = None, # the smoke run's values (they replace the given ones)
+                      verbose: bool = True, # print what the smoke run changed
+                     ) -> dict: # the values the run uses, same keys and order
+    "Experiment-notebook parameters as a run uses them: null strings -> None; a smoke run takes `smoke_values`."
+    v = {k: _null(x) for k, x in values.items()}
+    if not smoke_mode(smoke): return v
+    changed = {}
+    for k, s in (smoke_values or {}).items():
+        if k not in v: raise KeyError(f"smoke_values: {k!r} is not one of the parameters {list(v)}")
+        new = {**s, **(v[k] or {})} if isinstance(s, dict) else s
+        if new != v[k]: v[k] = changed[k] = new
+    if verbose: print(f"smoke run (smoke={_null(smoke)!r}{', nbdev_test' if os.environ.get('IN_TEST') else ''}): {changed}")
+    return v
+
+def notebook_config(preset: str | Path, # preset chain or YAML file (the notebook's `preset`)
+                    data_root: str | Path | None = None, seed: int = 0, device: str = "auto",
+                    image_size: int | None = None, # None: the preset's data.size
+                    batch_size: int | None = None, # None: the preset's data.batch_size
+                    overrides: dict | None = None, # more dotted keys
+                   ) -> RunConfig:
+    "The config the training notebook trains: the preset, then its parameters (None keeps the preset's), then `overrides`."
+    ups = {"data.root": None if data_root is None else str(data_root), "train.seed": seed, "train.device": device,
+           **(overrides or {})}
+    ups.update({k: v for k, v in (("data.size", image_size), ("data.batch_size", batch_size)) if v is not None})
+    return load_config(preset, ups)
 
 # %% ../nbs/13_runs.ipynb #d092c9ac
 SWEEP_KEYS = ("notebook", "parameters", "grid", "runs", "timeout", "kernel")

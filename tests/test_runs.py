@@ -212,7 +212,9 @@ def test_train_notebook_parameters_and_tag_survive_nbdev_clean(tmp_path):
     params = notebook_parameters(TRAIN_NB)
     for k in ("preset", "data_root", "out", "run_dir", "max_steps", "device", "seed", "resume"):
         assert k in params
-    assert params["run_dir"] == "None" and int(params["max_steps"]) <= 5
+    # the defaults are a real run (None = the preset's); the smoke settings only under nbdev_test or smoke=True
+    assert (params["run_dir"], params["max_steps"], params["image_size"], params["smoke"]) == ("None",) * 4
+    assert params["overrides"] == "{}"
     cells = json.loads(TRAIN_NB.read_text())["cells"]
     assert cells[0]["cell_type"] == "markdown"
     tagged = [i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
@@ -230,7 +232,8 @@ def test_train_notebook_parameters_and_tag_survive_nbdev_clean(tmp_path):
 
 def test_train_notebook_runs_through_papermill(tmp_path):
     out = tmp_path / "runs"
-    done = run_notebook(TRAIN_NB, {"max_steps": 2, "image_size": 32, "device": "cpu", "seed": 1}, out)
+    small = {"image_size": 32, "batch_size": 2, "overrides": {"train.pretrain_guidance_steps": 2}}
+    done = run_notebook(TRAIN_NB, {"max_steps": 2, "device": "cpu", "seed": 1, **small}, out)
     run = done.parent
     assert done.name == TRAIN_NB.name and run.parent == out
     nb = nbformat.read(str(done), as_version=4)
@@ -238,11 +241,13 @@ def test_train_notebook_runs_through_papermill(tmp_path):
     assert len(inj) == 1 and "max_steps = 2" in inj[0].source and f"run_dir = \"{run.resolve()}\"" in inj[0].source
     assert nb.metadata.papermill.parameters["seed"] == 1
     cfg = load_config(run / "config.yaml")
-    assert (cfg.train.max_steps, cfg.train.seed, cfg.data.size) == (2, 1, 32)
+    assert (cfg.train.max_steps, cfg.train.seed, cfg.data.size, cfg.data.batch_size) == (2, 1, 32, 2)
+    printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    assert cfg.train.pretrain_guidance_steps == 2 and "smoke run (smoke=" not in printed  # a real run, as asked
     assert (run / "checkpoints" / "last.pt").is_file() and read_metrics(run)[-1]["step"] == 2
     assert any((run / "samples").glob("step_*.png")) and "val_psnr" in read_metrics(run)[-1]
     # resume=True continues that run folder; the second executed notebook gets its own name there
-    again = run_notebook(TRAIN_NB, {"max_steps": 3, "resume": True, "device": "cpu"}, out)
+    again = run_notebook(TRAIN_NB, {"max_steps": 3, "resume": True, "device": "cpu", **small}, out)
     assert (again.parent, again.name) == (run, "20_train_hqg-1.ipynb")
     assert read_metrics(run)[-1]["step"] == 3 and [p.name for p in out.iterdir()] == [run.name]
     # a bad parameter fails in the config cell; the executed notebook keeps the error
