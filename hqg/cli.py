@@ -263,7 +263,8 @@ def _cmd_bench(a):
         from hqg.explorer import bench_explorer
         bench_explorer(n=a.repeats)
     elif a.what == "large":
-        bench_large(side=a.image_size or 2048)
+        rows = bench_large(side=a.image_size or 2048, verbose=not a.json)
+        if a.json: print(json.dumps({"rows": rows}))
     elif a.what == "enhance":
         bench_enhance(image_size=a.image_size or 256, n=a.batch or 8, device=a.device, repeats=a.repeats)
     elif a.what == "compare":
@@ -341,6 +342,16 @@ def _cmd_benchmark(a):
                       device=a.device, overrides=parse_overrides(a.set or []) or None, workers=a.workers, guides=a.guides)
     print(f"benchmark written to {bench} (table.md, results.csv, results.json, results.png)")
 
+def _cmd_report(a):
+    from hqg.report import add_record, update_docs
+    if a.add:
+        print(f"record written: {add_record(a.add[0], a.add[1], a.results, note=a.note or '')}")
+    changed = update_docs(a.results, check=a.check)
+    if a.check:
+        if changed: print("out of date (run `hqg report`): " + ", ".join(changed)); return 1
+        print("every results block matches results/"); return 0
+    print("rewrote " + (", ".join(changed) if changed else "nothing (every block already matched)"))
+
 def _scale_factor(s: str) -> float:
     try: return float(s)
     except ValueError: raise ValueError(f"--scale: expected auto, none or a factor in (0, 1], got {s!r}") from None
@@ -378,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--wavelet", default="db2"); b.add_argument("--level", type=int, default=3)
     b.add_argument("--sizes", nargs="+", default=["tiny", "paper"], choices=["tiny", "paper"])
     b.add_argument("--device", default="auto", help="generator: auto (CUDA when present), cpu, cuda")
+    b.add_argument("--json", action="store_true", help="large: print one JSON object instead of lines")
     b.add_argument("--repeats", type=int, default=5)
     b.set_defaults(func=_cmd_bench)
     e = sub.add_parser("enhance", help="enhance an image or a folder with a trained checkpoint")
@@ -402,6 +414,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--uncertainty", type=int, nargs="?", const=8, default=0, metavar="N",
                    help="also write NAME_uncertainty.tif (float32): per-pixel std of N variational samples (default 8)")
     e.set_defaults(func=_cmd_enhance)
+    rp = sub.add_parser("report", help="regenerate the results tables of README.md and RESULTS.md from results/*.json")
+    rp.add_argument("--check", action="store_true", help="only compare; exit 1 when a table differs from its record")
+    rp.add_argument("--add", nargs=2, metavar=("KIND", "PATH"), help="first record a run: demo, shipped, benchmark, "
+                    "bilevel (its folder) or large (the JSON file of `hqg bench large --json`)")
+    rp.add_argument("--note", default=None, help="with --add: how the run was made (command, machine)")
+    rp.add_argument("--results", default=None, help="records folder (default: the repository's results/)")
+    rp.set_defaults(func=_cmd_report)
     v = sub.add_parser("evaluate", help="score a checkpoint or a classical method on a folder (table, CSV, plots)")
     v.add_argument("--checkpoint", default=None, help="a .pt written by hqg (any method's last.pt, or a model file)")
     v.add_argument("--method", default=None, help="a classical method instead: identity, gamma, clahe")
