@@ -723,7 +723,7 @@ def _last_row(path: Path) -> dict | None:
 class RunProgress:
     "Context manager: a tqdm bar on stderr that follows the newest metrics.jsonl below `run` (polled every `every` s)."
     def __init__(self, run: str | Path, every: float = 1.0, file=None):
-        self.run, self.every, self.file = Path(run), every, file
+        self.run, self.every, self.file = Path(run).resolve(), every, file  # papermill chdirs while it runs
         self.bar, self.src, self._stop = None, None, threading.Event()
         self._thread = threading.Thread(target=self._loop, name="hqg-run-progress", daemon=True)
 

@@ -190,6 +190,23 @@ def _toy(path, body="if fail: raise RuntimeError(f'boom {a}')\nimport sys; print
     return path
 
 
+def test_progress_bar_follows_the_run_folder_given_relative(tmp_path, monkeypatch, capfd):
+    "papermill chdirs into the notebook's folder while it runs: the bar must still find a relative run folder."
+    body = ("import json, time, pathlib\nd = pathlib.Path(run_dir) / 'sub' / 'r1'; d.mkdir(parents=True)\n"
+            "(d / 'config.yaml').write_text('train: {max_steps: 20}\\n')\n"
+            "for s in (10, 20):\n"
+            "    with open(d / 'metrics.jsonl', 'a') as f: f.write(json.dumps({'step': s, 'g_total': 1.5, 'd_total': 0.5}) + '\\n')\n"
+            "    time.sleep(1.5)")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("run_dir = None", metadata={"tags": ["parameters"]}), nbformat.v4.new_code_cell(body)]
+    (tmp_path / "nb").mkdir(); nbformat.write(nb, str(tmp_path / "nb" / "p.ipynb"))
+    monkeypatch.chdir(tmp_path)
+    run_notebook(Path("nb") / "p.ipynb", None, Path("runs"), progress=True)
+    err = capfd.readouterr().err
+    assert "train sub/r1" in err and "20/20" in err and "g=1.500" in err, err[-500:]
+    assert "Kernel is running over TCP" not in err  # the kernel's start-up warning is silenced
+
+
 def test_python3_kernel_is_this_interpreter(tmp_path):
     done = run_notebook(_toy(tmp_path / "k.ipynb"), {"a": 2}, tmp_path / "runs")
     out = nbformat.read(str(done), as_version=4).cells[-1].outputs[0].text.strip()
