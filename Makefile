@@ -9,7 +9,7 @@ TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.hqg-installed
 DEMO_OUT ?= runs/demo
 
-.PHONY: all install demo test test-shaken test-browser export check-sync samples bench default-model
+.PHONY: all install demo test test-shaken test-browser export check-sync samples bench default-model docs report
 
 all: test
 
@@ -62,6 +62,15 @@ export: $(STAMP)
 
 samples: $(STAMP)
 	$(BIN)/hqg samples --out data_samples
+
+# The course's pictures: run the index, tutorials and figure notebooks in place (smoke settings, 72-dpi JPEG
+# figures), drop stderr and widget views, check size/paths/timings (tools/docs.py; about 4 minutes).
+docs: $(STAMP)
+	$(BIN)/python tools/docs.py
+
+# Results tables of README.md and RESULTS.md from results/*.json (hqg report --add KIND RUN records a run).
+report: $(STAMP)
+	$(BIN)/hqg report
 
 bench: $(STAMP)
 	$(BIN)/hqg bench wavelets
