@@ -750,8 +750,8 @@ class RunProgress:
             try: total = yaml.safe_load((src.parent / "config.yaml").read_text())["train"]["max_steps"]
             except Exception: total = None
             name = src.parent.relative_to(self.run).as_posix()
-            self.bar = tqdm(total=total, desc=f"train {name}" if name != "." else "train", unit="step",
-                            file=self.file, dynamic_ncols=True, mininterval=0.5)
+            self.bar = tqdm(total=total, initial=row["step"], desc=f"train {name}" if name != "." else "train",
+                            unit="step", file=self.file, dynamic_ncols=True, mininterval=0.5)  # rate from here on
             self.src = src
         self.bar.update(row["step"] - self.bar.n)
         losses = {n: f"{row[k]:.3f}" for n, k in (("g", "g_total"), ("d", "d_total")) if isinstance(row.get(k), (int, float))}
