@@ -93,3 +93,20 @@ def test_first_documented_tiny_run_trains_the_preset_as_written(tmp_path, monkey
     assert got == exp, cmd
     assert cfg.train.max_steps == 1 and read_metrics(run)[-1]["step"] == 1
     assert cfg.data.size == want.data.size and cfg.train.pretrain_guidance_steps == want.train.pretrain_guidance_steps
+
+
+@pytest.mark.parametrize("name", ["20_train_hqg", "21_train_bilevel", "22_benchmark"])
+def test_notebook_out_default_is_where_hqg_run_puts_runs(name):
+    "Run in Jupyter or through `hqg run` (default --out runs/<notebook>): the runs land in the same folder."
+    nb = ROOT / "nbs" / "experiments" / f"{name}.ipynb"
+    out = ast.literal_eval(notebook_parameters(nb)["out"])
+    assert (nb.parent / out).resolve() == (ROOT / "runs" / name).resolve(), out
+
+
+@pytest.mark.parametrize("name", ["20_train_hqg", "21_train_bilevel", "22_benchmark"])
+def test_papermill_sees_every_parameter(name):
+    "papermill's inspector drops a parameter whose comment has a quote in it; then `-p` of it is refused."
+    nb = ROOT / "nbs" / "experiments" / f"{name}.ipynb"
+    cell = next(c for c in json.loads(nb.read_text())["cells"] if "parameters" in c["metadata"].get("tags", []))
+    assigned = re.findall(r"^(\w+) = ", "".join(cell["source"]), flags=re.M)
+    assert list(notebook_parameters(nb)) == assigned
