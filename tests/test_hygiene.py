@@ -1,10 +1,13 @@
 """Repository hygiene: notebooks are the source, clean and small; the package matches them; samples are licensed."""
-import configparser, json, re
+import configparser, json, re, sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+from docs import DOCS  # noqa: E402  the course notebooks that keep outputs (make docs; tests/test_notebook_outputs.py)
+WITH_OUTPUTS = {ROOT / d for d in DOCS}
 NBS = sorted((ROOT / "nbs").rglob("*.ipynb"))
 NBS = [p for p in NBS if ".ipynb_checkpoints" not in p.parts]
 
@@ -34,9 +37,11 @@ def test_settings_pin_nbdev2_and_flags():
 @pytest.mark.parametrize("nb", NBS, ids=lambda p: p.name)
 def test_notebook_has_no_outputs_abs_paths_or_bloat(nb):
     raw = nb.read_text(encoding="utf-8")
-    assert len(raw) < 150_000, f"{nb.name} is {len(raw)} bytes; keep notebooks small"
+    code = json.dumps([{**c, "outputs": []} for c in _cells(nb)])  # the source: outputs are bounded on their own
+    assert len(code) < 150_000, f"{nb.name} is {len(code)} bytes without outputs; keep notebooks small"
     for c in _cells(nb):
-        assert not c.get("outputs"), f"{nb.name}: committed outputs (run nbdev_clean / tools/nbpy.py)"
+        if nb not in WITH_OUTPUTS:
+            assert not c.get("outputs"), f"{nb.name}: committed outputs (run nbdev_clean / tools/nbpy.py)"
         src = _src(c)
         assert not re.search(r"(/work/|/home/|/root/|C:\\\\)", src), f"{nb.name}: absolute path in\n{src[:200]}"
         assert set(c.get("metadata", {})) <= {"tags"}, f"{nb.name}: cell metadata {c['metadata']}"
