@@ -82,10 +82,12 @@ def _job(m: str, s: int, bench: Path, plan: dict, device: str, threads: int | No
     r = _evaluate_one(run / "checkpoints" / "last.pt", plan["data"], ev, device, plan.get("guides"))
     return _row(m, s, float(wp.read_text()) if wp.is_file() else math.nan, r)
 
-def _row_text(row: dict) -> str: return ", ".join(f"{k} {row[k]:.4g}" for k in ("psnr", "ssim", "structure") if k in row)
+def _row_line(row: dict) -> str:
+    "One finished run, as the benchmark reports it while it goes."
+    return f"{row['method']} seed {row['seed']}: " + ", ".join(f"{k} {row[k]:.4g}" for k in ("psnr", "ssim", "structure") if k in row)
 
 def _say(row: dict, verbose: bool) -> None:
-    if verbose: print(f"{row['method']} seed {row['seed']}: " + _row_text(row), flush=True)
+    if verbose: print(_row_line(row), flush=True)
 
 def _parallel(todo: list, bench: Path, plan: dict, device: str, workers: int, verbose: bool) -> None:
     "Run (method, seed) jobs in `workers` spawned processes with one torch thread each."
@@ -96,7 +98,7 @@ def _parallel(todo: list, bench: Path, plan: dict, device: str, workers: int, ve
         futs = [ex.submit(_job, m, s, bench, plan, device, 1) for m, s in todo]
         for f in cf.as_completed(futs):
             row = f.result(); bar.update(1)
-            if verbose: bar.write(f"{row['method']} seed {row['seed']}: " + _row_text(row))
+            if verbose: bar.write(_row_line(row))
 
 def _rows(methods: list, seeds: list, bench: Path, plan: dict, device: str, verbose: bool) -> list[dict]:
     "Every method's rows in table order: classical methods evaluated, learned ones trained (or read) per seed."

@@ -10,12 +10,13 @@ from pathlib import Path
 import hqg
 
 # %% auto #0
-__all__ = ['DEFAULT_MODEL', 'DEMO_STEPS', 'BENCH_IMAGE_SIZE', 'enhance_files', 'export_model', 'default_checkpoint',
-           'score_pairs', 'results_table', 'demo', 'bench_enhance', 'build_parser', 'main', 'bench_large']
+__all__ = ['DEFAULT_MODEL', 'DEMO_STEPS', 'results_table', 'BENCH_IMAGE_SIZE', 'enhance_files', 'export_model',
+           'default_checkpoint', 'score_pairs', 'demo', 'bench_enhance', 'build_parser', 'main', 'bench_large']
 
 # %% ../nbs/14_cli.ipynb #fe4f0e26
 from .runs import new_run_dir, NULL_STRINGS
 from .core import in_test
+from .report import demo_table
 
 # %% ../nbs/14_cli.ipynb #dbfd8570
 def _fov_source(net, fov) -> str | Path:
@@ -111,8 +112,8 @@ def enhance_files(net, # an HQGNet (e.g. `HQGNet.from_checkpoint(path)`)
         if uncertainty:
             from hqg.uncertainty import enhance_samples, uncertainty_map
             f = net.enhance_scale(*xin[None].shape, scale=scale)  # large images: sampled at the working scale
-            xs = xin[None] if f == 1 else torch.nn.functional.interpolate(xin[None], size=[round(s * f) for s in xin.shape[-2:]], mode="area")
-            u = uncertainty_map(enhance_samples(net, xs, code=code, n=uncertainty, temperature=1.0, seed=seed).std)
+            u = uncertainty_map(enhance_samples(net, net.downscale(xin[None], f), code=code, n=uncertainty,
+                                                temperature=1.0, seed=seed).std)
             if f != 1: u = torch.nn.functional.interpolate(u, size=xin.shape[-2:], mode="bilinear", align_corners=False)
             u = u[0] if m is None else u[0] * m[0]  # 0 outside the FOV
             write_image(out / f"{Path(name).stem}_uncertainty.tif", u.cpu(), bits=32)
@@ -164,14 +165,7 @@ def score_pairs(lq_dir, enh_dir, gt_dir) -> list[dict]:
                      "ssim_lq": ssim(lq, gt, mask=fov).item(), "ssim_enh": ssim(enh, gt, mask=fov).item()})
     return rows
 
-def results_table(rows: list[dict]) -> str:
-    "A markdown table of `score_pairs` rows with their mean."
-    keys = ("psnr_lq", "psnr_enh", "ssim_lq", "ssim_enh")
-    mean = {k: sum(r[k] for r in rows) / len(rows) for k in keys}
-    lines = ["| image | PSNR degraded (dB) | PSNR enhanced (dB) | SSIM degraded | SSIM enhanced |", "|---|---|---|---|---|"]
-    for r in rows + [dict(image="**mean**", **mean)]:
-        lines.append(f"| {r['image']} | {r['psnr_lq']:.2f} | {r['psnr_enh']:.2f} | {r['ssim_lq']:.4f} | {r['ssim_enh']:.4f} |")
-    return "\n".join(lines) + "\n"
+results_table = demo_table  # `score_pairs` rows as markdown with their mean (defined in hqg.report, which renders records)
 
 def _grid(lq_dir, enh_dir, gt_dir, rows, path):
     import matplotlib; matplotlib.use("Agg")

@@ -569,8 +569,9 @@ def _lq_batch(self: HQGNet, x_lq: torch.Tensor) -> tuple[torch.Tensor, bool]:
 
 AUTO_SCALE_ABOVE = 1.5  # scale="auto" works at the training scale when the short side is > this x train_side
 
-def _work_scale(self: HQGNet, shape, scale) -> float:
-    "The factor `enhance(scale=...)` works at for an image of `shape` (..., H, W): 1 = native."
+@_method_of(HQGNet)
+def _enhance_scale(self: HQGNet, *shape, scale="auto") -> float:
+    "The factor `enhance(x, scale=scale)` works at for an x of `shape` (…, H, W); 1 = native. Checks `scale`."
     side = min(shape[-2:])
     if isinstance(scale, str):
         if scale == "none": return 1.0
@@ -582,13 +583,13 @@ def _work_scale(self: HQGNet, shape, scale) -> float:
     return max(float(scale), self.min_size / side)
 
 @_method_of(HQGNet)
-def _enhance_scale(self: HQGNet, *shape, scale="auto") -> float:
-    "The factor `enhance(x, scale=scale)` works at for an x of `shape` (…, H, W); 1 = native. Checks `scale`."
-    return _work_scale(self, shape, scale)
+def _downscale(self: HQGNet, x: torch.Tensor, f: float) -> torch.Tensor:
+    "(B,C,H,W) `x` area-downsampled by `f` (each side kept >= min_size); `x` itself when f == 1."
+    return x if f == 1 else F.interpolate(x, size=[max(self.min_size, round(s * f)) for s in x.shape[-2:]], mode="area")
 
 def _scaled(self: HQGNet, x: torch.Tensor, f: float, run) -> torch.Tensor:
     "`run(x)` at f x the size of x: area-downsampled input, and the output's logit correction upsampled and added."
-    small = F.interpolate(x, size=[max(self.min_size, round(s * f)) for s in x.shape[-2:]], mode="area")
+    small = self.downscale(x, f)
     lg = lambda t: torch.logit(t.clamp(1e-3, 1 - 1e-3))
     corr = F.interpolate(lg(run(small)) - lg(small), size=x.shape[-2:], mode="bilinear", align_corners=False)
     return torch.sigmoid(lg(x) + corr)
@@ -625,7 +626,7 @@ def _enhance(self: HQGNet, x_lq: torch.Tensor, # (B,C,H,W) or (C,H,W) LQ image(s
     x, added = _lq_batch(self, x_lq)
     if temperature < 0: raise ValueError(f"temperature: expected a value >= 0, got {temperature}")
     m = self.fov_mask(x, fov)  # checked before the generator runs
-    f = _work_scale(self, x.shape, scale)
+    f = self.enhance_scale(*x.shape, scale=scale)
     v_z = _resolve_code(self, guidance, code, x.shape[0])
     was = self.training; self.eval()
     run = lambda t: self.gen(t, v_z, temperature, generator).x_enh

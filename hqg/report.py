@@ -11,8 +11,8 @@ from .benchmark import results_table as bench_table, claim_check, summarize_runs
 from .evaluate import mean_std
 
 # %% auto #0
-__all__ = ['RECORDS', 'DOCS', 'SHIPPED_KEYS', 'BLOCKS', 'add_record', 'block_demo', 'block_shipped', 'block_benchmark',
-           'block_bilevel', 'block_large', 'block_summary', 'load_records', 'render', 'update_docs']
+__all__ = ['RECORDS', 'DOCS', 'SHIPPED_KEYS', 'BLOCKS', 'add_record', 'demo_table', 'block_demo', 'block_shipped',
+           'block_benchmark', 'block_bilevel', 'block_large', 'block_summary', 'load_records', 'render', 'update_docs']
 
 # %% ../nbs/13d_report.ipynb #4e11592c
 RECORDS = {"demo": "results.json", "shipped": "metrics.json", "benchmark": "results.json", "bilevel": "downstream.json",
@@ -43,15 +43,19 @@ def add_record(kind: str, # a key of RECORDS
 # %% ../nbs/13d_report.ipynb #4cd2a06f
 def _f(v, d=2): return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{d}f}"
 
+def demo_table(rows: list[dict]) -> str:
+    "A markdown table of per-image rows (image, psnr_lq, psnr_enh, ssim_lq, ssim_enh: `hqg.cli.score_pairs`) with their mean."
+    keys = ("psnr_lq", "psnr_enh", "ssim_lq", "ssim_enh")
+    mean = {k: sum(r[k] for r in rows) / len(rows) for k in keys}
+    lines = ["| image | PSNR degraded (dB) | PSNR enhanced (dB) | SSIM degraded | SSIM enhanced |", "|---|---|---|---|---|"]
+    for r in rows + [dict(image="**mean**", **mean)]:
+        lines.append(f"| {r['image']} | {r['psnr_lq']:.2f} | {r['psnr_enh']:.2f} | {r['ssim_lq']:.4f} | {r['ssim_enh']:.4f} |")
+    return "\n".join(lines) + "\n"
+
 def block_demo(r: dict) -> str:
-    rows = r["rows"]; keys = ("psnr_lq", "psnr_enh", "ssim_lq", "ssim_enh")
-    mean = {k: sum(x[k] for x in rows) / len(rows) for k in keys}
-    lines = [f"`make demo`: {r['max_steps']} training steps (training {r['train_seconds'] / 60:.1f} min), "
-             f"{len(rows)} test views; PSNR/SSIM inside the field of view ({r['source']['note']}).", "",
-             "| image | PSNR degraded (dB) | PSNR enhanced (dB) | SSIM degraded | SSIM enhanced |", "|---|---|---|---|---|"]
-    for x in rows + [dict(image="**mean**", **mean)]:
-        lines.append(f"| {x['image']} | {_f(x['psnr_lq'])} | {_f(x['psnr_enh'])} | {_f(x['ssim_lq'], 4)} | {_f(x['ssim_enh'], 4)} |")
-    return "\n".join(lines)
+    return (f"`make demo`: {r['max_steps']} training steps (training {r['train_seconds'] / 60:.1f} min), "
+            f"{len(r['rows'])} test views; PSNR/SSIM inside the field of view ({r['source']['note']}).\n\n"
+            + demo_table(r["rows"]).rstrip("\n"))
 
 SHIPPED_KEYS = (("psnr", "PSNR (dB)", 2), ("ssim", "SSIM", 4), ("vessel_contrast", "vessel contrast (× gt)", 2),
                 ("noise", "noise (MAD)", 4), ("border", "border outside the FOV", 4), ("uncertainty", "uncertainty", 4),

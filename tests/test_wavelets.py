@@ -246,7 +246,7 @@ def test_filters_cached_and_dtypes():
     from hqg.wavelets import _analysis_matrices
     m = _analysis_matrices("db2", torch.float64)
     assert m.shape == (2, 8, 18) and _analysis_matrices("db2", torch.float64) is m  # (low/high, P, K), cached
-    assert torch.equal(m[1, 3, 6:10], torch.tensor(pywt.Wavelet("db2").dec_hi[::-1], dtype=torch.float64))
+    assert torch.equal(m[1, 3, 6:10], torch.tensor(pywt.Wavelet("db2").dec_hi[::-1], dtype=torch.float64))  # exact: copied taps, no arithmetic
 
 
 def test_modules_agree_with_functions():
