@@ -10,18 +10,16 @@ from typing import Callable, NamedTuple
 import torch
 import torch.nn as nn
 import kornia
-from torch.optim.lr_scheduler import LambdaLR
 from .core import check_image, as_batch, unbatch, convert_channels
 from .io import write_image
 from .networks import HQGNet, Discriminator, count_params, _make_generator, _method_of
 from .losses import HQGLoss, gan_loss_d, gan_loss_g, r1_penalty
-from .training import (Trainer, check_batch, end_step, NonFiniteLossError, lr_factor, load_checkpoint, sample_grid,
-                          _check_ckpt, _ddp_rank_world, _autocast, _to_device, _guard, _fixed_items)
+from .training import Loop, HQGStep, GANConfig, Trainer, check_batch
 from .metrics import _mask
 
 # %% auto #0
 __all__ = ['CLASSICAL', 'BASELINE_LOSSES', 'CYCLE_TERMS', 'identity', 'auto_gamma', 'gamma_correction', 'clahe',
-           'enhance_classical', 'baseline_loss', 'CycleOutputs', 'CycleGANTrainer']
+           'enhance_classical', 'baseline_loss', 'CycleOutputs', 'CycleGANStep', 'CycleGANTrainer']
 
 # %% ../nbs/11_baselines.ipynb #8a5d06e2
 def identity(x: torch.Tensor, # (B,C,H,W) or (C,H,W) image(s) in [0,1]
@@ -121,94 +119,101 @@ def baseline_loss(method: str = "cyclegan", # "cyclegan" or "stillgan"
         raise ValueError(f"method: expected one of {list(BASELINE_LOSSES)}, got {method!r}")
     return HQGLoss(**{**BASELINE_LOSSES[method], **overrides})
 
-# %% ../nbs/11_baselines.ipynb #aeb8082f
+# %% ../nbs/11_baselines.ipynb #dc07506c
 class CycleOutputs(NamedTuple):
     x_enh: torch.Tensor  # (B,C,H,W) G(y): the enhanced LQ batch
     x_deg: torch.Tensor  # (B,C,H,W) F(z): the HQ batch translated to the LQ domain
 
-class CycleGANTrainer(Trainer):
-    "CycleGAN (+ StillGAN terms) on the hqg engine: G = net.gen (LQ->HQ, unconditional), F = gen_lq, D_hq = net.disc, D_lq = disc_lq."
+class CycleGANStep(HQGStep):
+    "CycleGAN (+ StillGAN terms): G = net.gen (LQ->HQ, unconditional), F = gen_lq, D_hq = net.disc, D_lq = disc_lq."
+    columns = ("d_adv", "d_adv_lq", "d_r1", "d_r1_lq", "d_total", "g_adv", "g_adv_lq", "g_cycle", "g_idt", "g_struct",
+               "g_illum", "g_total")
     def __init__(self, net: HQGNet, # gen (G), disc (D_hq); its default_code is set to zeros (no guidance)
                  loss: HQGLoss, # adv/struct/illum weights and gan_kind are used; other terms must be 0
-                 dataset, # items with "lq" and "hq" images, e.g. UnpairedDataset
+                 gan: GANConfig | None = None, # learning rates, betas, R1 of both generators / discriminators
                  *, lambda_cycle: float = 10.0, # weight of the L1 cycle terms (both directions)
                  lambda_idt: float = 5.0, # weight of the L1 identity terms (G(z) ~ z, F(y) ~ y); 0: off
-                 **trainer_kwargs, # hqg.training.Trainer's keywords (run_dir, batch_size, max_steps, ...)
+                 **hqg_options, # HQGStep's keywords; finetune_guidance must stay False, temperature is 0
                 ):
-        if not isinstance(net, HQGNet): raise ValueError(f"net: expected an HQGNet, got {type(net).__name__}")
-        if not isinstance(loss, HQGLoss): raise ValueError(f"loss: expected an HQGLoss, got {type(loss).__name__}")
-        for k, v in dict(lambda_cycle=lambda_cycle, lambda_idt=lambda_idt).items():
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf:
-                raise ValueError(f"{k}: expected a finite number >= 0, got {v!r}")
-        extra = {f"lambda_{k}": w for k, w in loss.weights.items() if w and k not in CYCLE_TERMS}
-        if extra: raise ValueError(f"loss: {extra} are HQG-Net terms that the CycleGAN baseline does not use; set them "
-                                   "to 0 (baseline_loss('cyclegan'|'stillgan') does)")
-        if trainer_kwargs.get("finetune_guidance"):
-            raise ValueError("finetune_guidance: the CycleGAN baseline uses no guidance encoder; expected False")
-        if _ddp_rank_world()[1] > 1:
-            raise ValueError(f"world_size={_ddp_rank_world()[1]}: DDP is not supported for the CycleGAN baselines; "
-                             "train them in one process (one GPU or CPU)")
+        _check_cycle(net, loss, lambda_cycle, lambda_idt, hqg_options)
         with torch.no_grad(): net.default_code.zero_()   # unconditional: the fixed all-zero guidance code
-        super().__init__(net, loss, dataset, **trainer_kwargs)
-        self.lambda_cycle, self.lambda_idt, self.temperature = float(lambda_cycle), float(lambda_idt), 0.0
-        c, dev = net.cfg, self.device
-        self.gen_lq = _make_generator(net.in_channels, c).to(dev).train()
-        self.disc_lq = Discriminator(net.in_channels, c["disc_base"], c["disc_depth"], c["disc_max_width"],
-                                     c["spectral_norm"]).to(dev).train()
-        if self.channels_last:
-            for m in (self.gen_lq, self.disc_lq): m.to(memory_format=torch.channels_last)
-        s = self._settings
-        s.update(temperature=0.0, lambda_cycle=self.lambda_cycle, lambda_idt=self.lambda_idt, method="cyclegan")
-        self.opt_g = torch.optim.Adam([{"params": list(self.gen.parameters()), "lr": s["lr_g"]},
-                                       {"params": list(self.gen_lq.parameters()), "lr": s["lr_g"]}], betas=tuple(s["betas"]))
-        self.opt_d = torch.optim.Adam([{"params": list(self.disc.parameters()), "lr": s["lr_d"]},
-                                       {"params": list(self.disc_lq.parameters()), "lr": s["lr_d"]}], betas=tuple(s["betas"]))
-        sched = lambda step: lr_factor(step, self.max_steps, self.lr_decay_start)
-        self.sched_g, self.sched_d = LambdaLR(self.opt_g, sched), LambdaLR(self.opt_d, sched)
-        self._code0 = torch.zeros(1, net.code_dim, device=dev)
-        self._columns = (["step", "epoch", "d_adv", "d_adv_lq", "d_r1", "d_r1_lq", "d_total", "g_adv", "g_adv_lq",
-                          "g_cycle", "g_idt", "g_struct", "g_illum", "g_total", "lr_g", "lr_d", "s_per_step"] +
-                         [c for c in self._columns if c.startswith("val_")])
+        super().__init__(net, loss, gan, **{**hqg_options, "temperature": 0.0})
+        self.lambda_cycle, self.lambda_idt = float(lambda_cycle), float(lambda_idt)
+        c = net.cfg
+        self.gen_lq = _make_generator(net.in_channels, c).train()
+        self.disc_lq = Discriminator(net.in_channels, c["disc_base"], c["disc_depth"], c["disc_max_width"], c["spectral_norm"]).train()
 
+    settings = property(lambda self: {**HQGStep.settings.fget(self), "lambda_cycle": self.lambda_cycle,
+                                      "lambda_idt": self.lambda_idt, "method": "cyclegan"})
+    def modules(self): return {**HQGStep.modules(self), "gen_lq": self.gen_lq, "disc_lq": self.disc_lq}
     def __repr__(self):
-        return (f"CycleGANTrainer(step={self.step}/{self.max_steps}, device={self.device}, lambda_cycle={self.lambda_cycle}, "
-                f"lambda_idt={self.lambda_idt}, gen=2x{count_params(self.gen) / 1e6:.2f}M, "
-                f"disc=2x{count_params(self.disc) / 1e6:.2f}M, run_dir={str(self.run_dir)!r})")
+        return (f"CycleGANStep(lambda_cycle={self.lambda_cycle}, lambda_idt={self.lambda_idt}, gen=2x{count_params(self.gen) / 1e6:.2f}M, "
+                f"disc=2x{count_params(self.disc) / 1e6:.2f}M)")
 
-# %% ../nbs/11_baselines.ipynb #82319808
-def _translate(tr: CycleGANTrainer, gen: nn.Module, x: torch.Tensor) -> torch.Tensor:
+# %% ../nbs/11_baselines.ipynb #0d6aa795
+def _check_cycle(net, loss, lambda_cycle, lambda_idt, options) -> None:
+    "ValueError naming the first argument CycleGANStep cannot take."
+    if not isinstance(net, HQGNet): raise ValueError(f"net: expected an HQGNet, got {type(net).__name__}")
+    if not isinstance(loss, HQGLoss): raise ValueError(f"loss: expected an HQGLoss, got {type(loss).__name__}")
+    for k, v in dict(lambda_cycle=lambda_cycle, lambda_idt=lambda_idt).items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf:
+            raise ValueError(f"{k}: expected a finite number >= 0, got {v!r}")
+    extra = {f"lambda_{k}": w for k, w in loss.weights.items() if w and k not in CYCLE_TERMS}
+    if extra: raise ValueError(f"loss: {extra} are HQG-Net terms that the CycleGAN baseline does not use; set them "
+                               "to 0 (baseline_loss('cyclegan'|'stillgan') does)")
+    if options.get("finetune_guidance"):
+        raise ValueError("finetune_guidance: the CycleGAN baseline uses no guidance encoder; expected False")
+
+@_method_of(CycleGANStep)
+def _bind(self: CycleGANStep, loop: Loop) -> None:
+    "HQGStep's binding for G, D_hq (E_g frozen), then F and D_lq shared the same way; one Adam over both Gs, one over both Ds."
+    HQGStep.bind(self, loop)
+    for m in (self.gen_lq, self.disc_lq):
+        m.to(loop.device)
+        if loop.channels_last: m.to(memory_format=torch.channels_last)
+        loop.broadcast(m)
+    self.gen_lq_train, self.disc_lq_train = loop.wrap(self.gen_lq), loop.wrap(self.disc_lq)
+    g = self.gan
+    self.opt_g = torch.optim.Adam([{"params": list(self.gen.parameters()), "lr": g.lr_g},
+                                   {"params": list(self.gen_lq.parameters()), "lr": g.lr_g}], betas=tuple(g.betas))
+    self.opt_d = torch.optim.Adam([{"params": list(self.disc.parameters()), "lr": g.lr_d},
+                                   {"params": list(self.disc_lq.parameters()), "lr": g.lr_d}], betas=tuple(g.betas))
+    self._code0 = torch.zeros(1, self.net.code_dim, device=loop.device)
+
+# %% ../nbs/11_baselines.ipynb #5d896a3c
+def _translate(step: CycleGANStep, gen: nn.Module, x: torch.Tensor) -> torch.Tensor:
     "gen(x) without guidance: the all-zero code at temperature 0 (float32 output)."
-    with _autocast(tr): return gen(x, tr._code0, 0.0).x_enh.float()
+    with step.loop.autocast(): return gen(x, step._code0, 0.0).x_enh.float()
 
-@_method_of(CycleGANTrainer)
-def _generate(self: CycleGANTrainer, x_lq: torch.Tensor, # (B,C,H,W) LQ batch on the device
+@_method_of(CycleGANStep)
+def _generate(self: CycleGANStep, x_lq: torch.Tensor, # (B,C,H,W) LQ batch on the device
               x_hq: torch.Tensor, # (B,C,H,W) HQ batch on the device
              ) -> CycleOutputs: # G(y) and F(z), with graph
     "The step's translations: x_enh = G(x_lq), x_deg = F(x_hq)."
-    return CycleOutputs(_translate(self, self.gen_train, x_lq), _translate(self, self.gen_lq, x_hq))
+    return CycleOutputs(_translate(self, self.gen_train, x_lq), _translate(self, self.gen_lq_train, x_hq))
 
-@_method_of(CycleGANTrainer)
-def _d_step(self: CycleGANTrainer, x_lq: torch.Tensor, x_hq: torch.Tensor, # the real batches
+@_method_of(CycleGANStep)
+def _d_step(self: CycleGANStep, x_lq: torch.Tensor, x_hq: torch.Tensor, # the real batches
             fakes: CycleOutputs, # from `generate` (detached here)
            ) -> dict[str, torch.Tensor]: # d_adv, d_adv_lq, d_r1, d_r1_lq, d_total (detached)
     "One update of both discriminators: D_hq on real HQ vs G(y), D_lq on real LQ vs F(z), + r1_gamma/2 * R1 each."
     r1_on, terms = self.r1_gamma > 0, {}
-    for d, real, fake, sfx in ((self.disc_train, x_hq, fakes.x_enh, ""), (self.disc_lq, x_lq, fakes.x_deg, "_lq")):
+    for d, real, fake, sfx in ((self.disc_train, x_hq, fakes.x_enh, ""), (self.disc_lq_train, x_lq, fakes.x_deg, "_lq")):
         d.train().requires_grad_(True)
         x_real = real.detach().requires_grad_(r1_on)
-        with _autocast(self): real_logits, fake_logits = d(torch.cat([x_real, fake.detach()])).float().chunk(2)
+        with self.loop.autocast(): real_logits, fake_logits = d(torch.cat([x_real, fake.detach()])).float().chunk(2)
         terms["d_adv" + sfx] = gan_loss_d(real_logits, fake_logits, self.gan_kind)
         terms["d_r1" + sfx] = r1_penalty(real_logits, x_real) if r1_on else real_logits.new_zeros(())
     total = terms["d_adv"] + terms["d_adv_lq"] + self.r1_gamma / 2 * (terms["d_r1"] + terms["d_r1_lq"])
     terms = {k: terms[k] for k in ("d_adv", "d_adv_lq", "d_r1", "d_r1_lq")} | {"d_total": total}
-    vec = _guard(self, terms, {"d_r1": self.r1_gamma / 2, "d_r1_lq": self.r1_gamma / 2})
+    vec = self.loop.guard(terms, {"d_r1": self.r1_gamma / 2, "d_r1_lq": self.r1_gamma / 2})
     self.opt_d.zero_grad(set_to_none=True); total.backward(); self.opt_d.step()
     self.opt_d.zero_grad(set_to_none=True)
     return dict(zip(terms, vec))
 
-# %% ../nbs/11_baselines.ipynb #a46611ec
-@_method_of(CycleGANTrainer)
-def _g_step(self: CycleGANTrainer, x_lq: torch.Tensor, x_hq: torch.Tensor, # the real batches
+# %% ../nbs/11_baselines.ipynb #5afda4e3
+@_method_of(CycleGANStep)
+def _g_step(self: CycleGANStep, x_lq: torch.Tensor, x_hq: torch.Tensor, # the real batches
             fakes: CycleOutputs, # from `generate` (with graph)
            ) -> dict[str, torch.Tensor]: # g_adv, g_adv_lq, g_cycle, g_idt, g_struct, g_illum, g_total (detached)
     "One update of both generators: adversarial + cycle + identity (+ StillGAN structure/illumination); D frozen."
@@ -216,84 +221,69 @@ def _g_step(self: CycleGANTrainer, x_lq: torch.Tensor, x_hq: torch.Tensor, # the
     lam, zero = self.loss.weights, x_enh.new_zeros(())
     for d in (self.disc, self.disc_lq): d.eval().requires_grad_(False)
     try:
-        with _autocast(self):
+        with self.loop.autocast():
             t = {"g_adv": gan_loss_g(self.disc(x_enh).float(), self.gan_kind),
                  "g_adv_lq": gan_loss_g(self.disc_lq(x_deg).float(), self.gan_kind)}
-        t["g_cycle"] = ((_translate(self, self.gen_lq, x_enh) - x_lq).abs().mean() +
-                        (_translate(self, self.gen_train, x_deg) - x_hq).abs().mean())
-        t["g_idt"] = ((_translate(self, self.gen_train, x_hq) - x_hq).abs().mean() +
-                      (_translate(self, self.gen_lq, x_lq) - x_lq).abs().mean()) if self.lambda_idt else zero
+        G, F = self.gen_train, self.gen_lq_train
+        t["g_cycle"] = (_translate(self, F, x_enh) - x_lq).abs().mean() + (_translate(self, G, x_deg) - x_hq).abs().mean()
+        t["g_idt"] = ((_translate(self, G, x_hq) - x_hq).abs().mean() +
+                      (_translate(self, F, x_lq) - x_lq).abs().mean()) if self.lambda_idt else zero
         t["g_struct"] = self.loss.struct(x_lq, x_enh) + self.loss.struct(x_hq, x_deg) if lam["struct"] else zero
         t["g_illum"] = self.loss.illum(x_enh) if lam["illum"] else zero
         w = {"g_adv": lam["adv"], "g_adv_lq": lam["adv"], "g_cycle": self.lambda_cycle, "g_idt": self.lambda_idt,
              "g_struct": lam["struct"], "g_illum": lam["illum"]}
         total = sum((w[k] * v for k, v in t.items() if w[k]), zero)
         named = {**t, "g_total": total}
-        vec = _guard(self, named, w)
+        vec = self.loop.guard(named, w)
         self.opt_g.zero_grad(set_to_none=True); total.backward(); self.opt_g.step()
         self.opt_g.zero_grad(set_to_none=True)
     finally:
         for d in (self.disc, self.disc_lq): d.train().requires_grad_(True)
     return dict(zip(named, vec))
 
-@_method_of(CycleGANTrainer)
-def _train_step(self: CycleGANTrainer, batch: dict, # a loader batch with "lq" and "hq"
-               ) -> dict[str, torch.Tensor]: # all D and G terms of the step (detached)
-    "generate -> D step -> G step -> schedulers, step += 1 -> EMA of G."
+def _cy_call(self: CycleGANStep, batch: dict) -> dict[str, torch.Tensor]:
+    "generate -> D step -> G step (all D and G terms, detached)."
     check_batch(batch)
-    x_lq, x_hq = _to_device(self, batch["lq"]), _to_device(self, batch["hq"])
+    x_lq, x_hq = self.loop.to_device(batch["lq"]), self.loop.to_device(batch["hq"])
     fakes = self.generate(x_lq, x_hq)
-    out = {**self.d_step(x_lq, x_hq, fakes), **self.g_step(x_lq, x_hq, fakes)}
-    end_step(self)
-    return out
+    return {**self.d_step(x_lq, x_hq, fakes), **self.g_step(x_lq, x_hq, fakes)}
 
-# %% ../nbs/11_baselines.ipynb #5f53f8d6
-@_method_of(CycleGANTrainer)
-def _checkpoint_dict(self: CycleGANTrainer) -> dict:
-    "The base training state plus gen_lq and disc_lq (and method='cyclegan')."
-    ck = Trainer.checkpoint_dict(self)
-    ck["train_state"].update(gen_lq=self.gen_lq.state_dict(), disc_lq=self.disc_lq.state_dict(), method="cyclegan")
-    return ck
+CycleGANStep.__call__ = _cy_call
 
-@_method_of(CycleGANTrainer)
-def _save_checkpoint(self: CycleGANTrainer, path=None) -> Path:
-    "As Trainer.save_checkpoint, also refusing non-finite weights in gen_lq/disc_lq."
-    p = Path(path) if path else self.ckpt_dir / "last.pt"
-    for name, m in (("gen_lq", self.gen_lq), ("disc_lq", self.disc_lq)):
-        bad = [k for k, t in m.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
-        if bad: raise NonFiniteLossError(f"refusing to write {p} at step {self.step}: non-finite weights in {name} "
-                                         f"({bad[:3]}); the last good checkpoint ({self.last_checkpoint}) is kept",
-                                         term=name, step=self.step, checkpoint=self.last_checkpoint)
-    return Trainer.save_checkpoint(self, path)
+# %% ../nbs/11_baselines.ipynb #d201d688
+@_method_of(CycleGANStep)
+def _state_dict(self: CycleGANStep) -> dict:
+    "HQGStep's part plus gen_lq and disc_lq (and method='cyclegan')."
+    return {**HQGStep.state_dict(self), "gen_lq": self.gen_lq.state_dict(), "disc_lq": self.disc_lq.state_dict(), "method": "cyclegan"}
 
-@_method_of(CycleGANTrainer)
-def _load_state(self: CycleGANTrainer, ckpt, # a checkpoint path or `checkpoint_dict()` of a CycleGANTrainer
-               ) -> CycleGANTrainer:
-    "Resume from a CycleGAN checkpoint: everything Trainer.load_state restores, plus gen_lq and disc_lq."
-    src = "checkpoint dict" if isinstance(ckpt, dict) else str(ckpt)
-    ck = _check_ckpt(ckpt, src) if isinstance(ckpt, dict) else load_checkpoint(ckpt, map_location=self.device)
-    ts = ck["train_state"]
+@_method_of(CycleGANStep)
+def _check_state(self: CycleGANStep, ckpt: dict, src: str) -> None:
+    "ValueError unless `ckpt` was written by a CycleGAN step."
+    ts = ckpt["train_state"]
     if "gen_lq" not in ts or "disc_lq" not in ts:
         raise ValueError(f"{src}: not a CycleGAN checkpoint (no train_state.gen_lq/disc_lq); it was written by "
                          "another trainer (HQG-Net's?), resume it with that one")
-    try:
-        Trainer.load_state(self, ck)
-        self.gen_lq.load_state_dict(ts["gen_lq"]); self.disc_lq.load_state_dict(ts["disc_lq"])
-    except (RuntimeError, ValueError) as e:
-        msg = str(e).replace("checkpoint dict", src, 1) if src != "checkpoint dict" else str(e)
-        raise ValueError(msg.splitlines()[0][:500]) from e
-    self.last_checkpoint = Path(src) if src.endswith(".pt") else None
-    return self
+    HQGStep.check_state(self, ckpt, src)
 
-@_method_of(CycleGANTrainer)
+@_method_of(CycleGANStep)
+def _load_state_dict(self: CycleGANStep, ckpt: dict) -> None:
+    "HQGStep's restore, plus gen_lq and disc_lq."
+    HQGStep.load_state_dict(self, ckpt)
+    self.gen_lq.load_state_dict(ckpt["train_state"]["gen_lq"]); self.disc_lq.load_state_dict(ckpt["train_state"]["disc_lq"])
+
+@_method_of(CycleGANStep)
 @torch.no_grad()
-def _write_samples(self: CycleGANTrainer, path=None) -> Path | None:
-    "Grid of the fixed sample items: LQ | EMA-enhanced G(y) | HQ | F(z) (rank 0 only)."
-    if not self.is_main or not self.n_samples: return None
-    if self._samples is None: self._samples = (_fixed_items(self, self.n_samples, "lq"), _fixed_items(self, self.n_samples, "hq"))
-    x_lq, x_hq = (_to_device(self, x) for x in self._samples)
+def _sample_columns(self: CycleGANStep, ema: nn.Module, x_lq: torch.Tensor, x_hq: torch.Tensor) -> list[torch.Tensor]:
+    "LQ | EMA-enhanced G(y) | HQ | F(z)."
     was = self.gen_lq.training; self.gen_lq.eval()
-    try: x_enh, x_deg = _translate(self, self.gen_ema, x_lq), _translate(self, self.gen_lq, x_hq)
+    try: return [x_lq, _translate(self, ema, x_lq), x_hq, _translate(self, self.gen_lq, x_hq)]
     finally: self.gen_lq.train(was)
-    path = Path(path) if path else self.run_dir / "samples" / f"step_{self.step:06d}.png"
-    return write_image(path, sample_grid(x_lq, x_enh, x_hq, x_deg))
+
+@_method_of(CycleGANStep)
+def _enhance(self: CycleGANStep, ema: nn.Module, x_lq: torch.Tensor) -> torch.Tensor:
+    "The EMA of G without guidance (the all-zero code, temperature 0)."
+    return _translate(self, ema, x_lq)
+
+class CycleGANTrainer(Trainer):
+    "`Trainer` with a `CycleGANStep`: the same keywords plus lambda_cycle and lambda_idt."
+    step_class = CycleGANStep

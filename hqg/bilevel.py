@@ -16,10 +16,11 @@ from .io import read_image
 from .data import image_list, match_masks, load_mask, random_view, seeded_generator, make_loader, set_loader_epoch
 from .networks import HQGNet, freeze, _method_of
 from .losses import HQGLoss, TERM_NAMES, seg_loss
-from .training import Trainer, check_batch, end_step, begin_guidance, guide_inputs, load_checkpoint, _check_ckpt, _ddp_rank_world, _autocast, _to_device, _guard
+from .training import Loop, HQGStep, GANConfig, Trainer, check_batch, load_checkpoint
 
 # %% auto #0
-__all__ = ['SOLVERS', 'task_weight', 'unrolled_seg_logits', 'BilevelTrainer', 'SegmentationSet', 'pretrain_segmenter']
+__all__ = ['SOLVERS', 'task_weight', 'unrolled_seg_logits', 'BilevelStep', 'BilevelTrainer', 'SegmentationSet',
+           'pretrain_segmenter']
 
 # %% ../nbs/09_bilevel.ipynb #46eabd9a
 SOLVERS = ("alternating", "unrolled")
@@ -48,7 +49,7 @@ def unrolled_seg_logits(seg: nn.Module, # the segmenter S_φ (read, never update
     grads = torch.func.grad(inner)(params)
     return functional_call(seg, ({k: params[k] - inner_lr * grads[k] for k in params}, buffers), (x,))
 
-# %% ../nbs/09_bilevel.ipynb #c16e043f
+# %% ../nbs/09_bilevel.ipynb #df98edc3
 def _masked(x: torch.Tensor, mask: torch.Tensor | None, has_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
     "The items of a batch that have masks: (x[sel], mask[sel]); all items when has_mask is None; none without mask."
     if mask is None: return x[:0], None
@@ -56,12 +57,13 @@ def _masked(x: torch.Tensor, mask: torch.Tensor | None, has_mask: torch.Tensor |
     sel = has_mask.to(x.device).reshape(-1).bool()
     return x[sel], mask[sel]
 
-class BilevelTrainer(Trainer):
-    "Bi-level cooperative training: segmenter S (lower level) + enhancer G with a task term through S (upper level)."
+class BilevelStep(HQGStep):
+    "Bi-level cooperative step: segmenter S (lower level) + enhancer G with a task term through S (upper level)."
     runs_task_step = True
+    columns = (*HQGStep.columns, "s_seg", "lambda_task")
     def __init__(self, net: HQGNet, # HQGNet(..., with_seg=True); net.seg is S
                  loss: HQGLoss, # generator objective; its lambda_seg is λ_task (the full task weight)
-                 dataset: Dataset, # items with "lq", "hq" and optional "mask" (B,1,H,W) + "has_mask"
+                 gan: GANConfig | None = None, # learning rates, betas, R1 of G and D
                  *, solver: str = "alternating", # "alternating" (first order) or "unrolled" (one-step hypergradient)
                  seg_steps: int = 1, # k: S updates per training step (0: S is not trained)
                  lr_s: float = 1e-3, # Adam learning rate of S (opt_s)
@@ -69,143 +71,150 @@ class BilevelTrainer(Trainer):
                  warmup_steps: int = 0, # steps without the task term
                  ramp_steps: int = 0, # then λ_task ramps linearly from 0 to lambda_seg over this many steps
                  train_seg: bool = True, # False: S stays fixed (e.g. pre-trained) and only G adapts to it
-                 **trainer_kwargs, # the base Trainer's keyword arguments (run_dir, batch_size, max_steps, ...)
+                 **hqg_options, # HQGStep's keywords (finetune_guidance, temperature, ...)
                 ):
-        if not isinstance(net, HQGNet) or getattr(net, "seg", None) is None:
-            got = type(net).__name__ if not isinstance(net, HQGNet) else "an HQGNet without a segmenter"
-            raise ValueError(f"net: expected an HQGNet built with with_seg=True (net.seg is the segmenter S), got {got}")
-        if not isinstance(loss, HQGLoss): raise ValueError(f"loss: expected an HQGLoss (its lambda_seg is λ_task), got {type(loss).__name__}")
-        if solver not in SOLVERS: raise ValueError(f"solver: expected one of {list(SOLVERS)}, got {solver!r}")
-        for name, v in dict(seg_steps=seg_steps, warmup_steps=warmup_steps, ramp_steps=ramp_steps).items():
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0: raise ValueError(f"{name}: expected an int >= 0, got {v!r}")
-        if not (isinstance(lr_s, (int, float)) and lr_s > 0): raise ValueError(f"lr_s: expected a learning rate > 0, got {lr_s!r}")
-        if not (isinstance(inner_lr, (int, float)) and inner_lr >= 0): raise ValueError(f"inner_lr: expected a value >= 0, got {inner_lr!r}")
-        if not isinstance(train_seg, bool): raise ValueError(f"train_seg: expected True or False, got {train_seg!r}")
-        if _ddp_rank_world()[1] > 1:
-            raise ValueError(f"BilevelTrainer: DDP is not supported (world size {_ddp_rank_world()[1]}); "
-                             "run bi-level training in one process (the GAN-only Trainer supports DDP)")
-        super().__init__(net, loss, dataset, **trainer_kwargs)
-        self.seg, self.solver, self.seg_steps, self.train_seg = self.net.seg, solver, seg_steps, train_seg
+        _check_bilevel(net, loss, solver, seg_steps, lr_s, inner_lr, (warmup_steps, ramp_steps), train_seg)
+        super().__init__(net, loss, gan, **hqg_options)
+        self.seg, self.solver, self.seg_steps, self.train_seg = net.seg, solver, seg_steps, train_seg
         self.inner_lr, self.warmup_steps, self.ramp_steps = float(inner_lr), warmup_steps, ramp_steps
-        self.lambda_task = float(self.loss.weights.get("seg", 0.0))
-        self.opt_s = torch.optim.Adam(self.seg.parameters(), lr=lr_s)
-        if not train_seg: freeze(self.seg)
+        self.lambda_task, self.lr_s = float(self.loss.weights.get("seg", 0.0)), float(lr_s)
         self.bilevel_settings = dict(solver=solver, seg_steps=seg_steps, lr_s=float(lr_s), inner_lr=float(inner_lr),
                                      warmup_steps=warmup_steps, ramp_steps=ramp_steps, train_seg=train_seg,
                                      lambda_task=self.lambda_task)
-        i = self._columns.index("lr_g")
-        self._columns[i:i] = ["s_seg", "lambda_task"]
 
     def task_weight_at(self, step: int) -> float:
         "λ_task used in the step that starts after `step` completed steps (warm-up, then ramp)."
         return task_weight(step, self.lambda_task, self.warmup_steps, self.ramp_steps)
 
     def __repr__(self):
-        return super().__repr__().replace("Trainer(", f"BilevelTrainer(solver={self.solver!r}, seg_steps={self.seg_steps}, "
-                                          f"lambda_task={self.lambda_task:g}, ", 1)
+        return (f"BilevelStep(solver={self.solver!r}, seg_steps={self.seg_steps}, lambda_task={self.lambda_task:g}, "
+                f"{super().__repr__().split('(', 1)[1]}")
 
-# %% ../nbs/09_bilevel.ipynb #5918e837
-@_method_of(BilevelTrainer)
-def _s_step(self: BilevelTrainer, x_enh: torch.Tensor, # (B,C,H,W) enhanced images (detached here)
+# %% ../nbs/09_bilevel.ipynb #8af45cfa
+def _check_bilevel(net, loss, solver, seg_steps, lr_s, inner_lr, schedule, train_seg) -> None:
+    "ValueError naming the first bad argument of BilevelStep."
+    if not isinstance(net, HQGNet) or getattr(net, "seg", None) is None:
+        got = type(net).__name__ if not isinstance(net, HQGNet) else "an HQGNet without a segmenter"
+        raise ValueError(f"net: expected an HQGNet built with with_seg=True (net.seg is the segmenter S), got {got}")
+    if not isinstance(loss, HQGLoss): raise ValueError(f"loss: expected an HQGLoss (its lambda_seg is λ_task), got {type(loss).__name__}")
+    if solver not in SOLVERS: raise ValueError(f"solver: expected one of {list(SOLVERS)}, got {solver!r}")
+    for name, v in dict(seg_steps=seg_steps, warmup_steps=schedule[0], ramp_steps=schedule[1]).items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0: raise ValueError(f"{name}: expected an int >= 0, got {v!r}")
+    if not (isinstance(lr_s, (int, float)) and lr_s > 0): raise ValueError(f"lr_s: expected a learning rate > 0, got {lr_s!r}")
+    if not (isinstance(inner_lr, (int, float)) and inner_lr >= 0): raise ValueError(f"inner_lr: expected a value >= 0, got {inner_lr!r}")
+    if not isinstance(train_seg, bool): raise ValueError(f"train_seg: expected True or False, got {train_seg!r}")
+
+@_method_of(BilevelStep)
+def _bind(self: BilevelStep, loop: Loop) -> None:
+    "HQGStep's binding, plus S: wrapped for DDP when it trains, Adam opt_s (not on the loop's LR schedule)."
+    HQGStep.bind(self, loop)
+    if not self.train_seg: freeze(self.seg)
+    self.seg_train = loop.wrap(self.seg) if self.train_seg else self.seg
+    self.opt_s = torch.optim.Adam(self.seg.parameters(), lr=self.lr_s)
+
+BilevelStep.modules = lambda self: {**HQGStep.modules(self), "seg": self.seg}
+
+# %% ../nbs/09_bilevel.ipynb #97d94551
+@_method_of(BilevelStep)
+def _s_step(self: BilevelStep, x_enh: torch.Tensor, # (B,C,H,W) enhanced images (detached here)
             mask: torch.Tensor | None, # (B,1,H,W) masks (None: no item has one)
             has_mask: torch.Tensor | None = None, # (B,) bool: which items have a mask (None: all)
            ) -> dict[str, torch.Tensor]: # {"s_seg": mean S loss (detached)}
     "k = seg_steps updates of S on the masked items' detached x̂; G and D are untouched."
+    loop = self.loop
     x, m = _masked(x_enh.detach(), mask, has_mask)
-    if len(x) == 0: return {"s_seg": torch.zeros((), device=x_enh.device)}
+    weight = 1.0
+    if len(x) == 0:
+        if loop.world_size == 1: return {"s_seg": torch.zeros((), device=x_enh.device)}
+        # DDP: every rank must take part in each all-reduce; a rank without masks adds a zero-weighted loss
+        x, m, weight = x_enh[:1].detach(), torch.zeros_like(x_enh[:1, :1]), 0.0
     if not self.train_seg or self.seg_steps == 0:  # report the fixed S's loss
-        with torch.no_grad(), _autocast(self): loss = self.loss.seg(self.seg(x).float(), m)
-        return {"s_seg": _guard(self, {"s_seg": loss}, {})[0]}
+        with torch.no_grad(), loop.autocast(): loss = self.loss.seg(self.seg(x).float(), m) * weight
+        return {"s_seg": loop.guard({"s_seg": loss}, {})[0]}
     self.seg.train().requires_grad_(True)
     vals = []
     for _ in range(self.seg_steps):
-        with _autocast(self): loss = self.loss.seg(self.seg(x).float(), m)
-        vals.append(_guard(self, {"s_seg": loss}, {})[0])
+        with loop.autocast(): loss = self.loss.seg(self.seg_train(x).float(), m) * weight
+        vals.append(loop.guard({"s_seg": loss}, {})[0])
         self.opt_s.zero_grad(set_to_none=True); loss.backward(); self.opt_s.step()
     self.opt_s.zero_grad(set_to_none=True)
     return {"s_seg": torch.stack(vals).mean()}
 
-@_method_of(BilevelTrainer)
-def _task_logits(self: BilevelTrainer, x: torch.Tensor, # (N,C,H,W) masked items' x̂ (with graph)
+@_method_of(BilevelStep)
+def _task_logits(self: BilevelStep, x: torch.Tensor, # (N,C,H,W) masked items' x̂ (with graph)
                  mask: torch.Tensor, # (N,1,H,W)
                 ) -> torch.Tensor: # (N,1,H,W) logits of S (alternating) or of the look-ahead S_φ' (unrolled)
     "The segmenter logits whose loss is the task term."
     if self.solver == "unrolled": return unrolled_seg_logits(self.seg, x, mask, self.inner_lr, self.loss.seg)
     return self.seg(x)
 
-@_method_of(BilevelTrainer)
-def _g_step(self: BilevelTrainer, x_lq: torch.Tensor, x_hq: torch.Tensor, # the step's LQ batch and HQ partners
+# %% ../nbs/09_bilevel.ipynb #847d8263
+@_method_of(BilevelStep)
+def _g_step(self: BilevelStep, x_lq: torch.Tensor, x_hq: torch.Tensor, # the step's LQ batch and HQ partners
             x_enh: torch.Tensor, kl: torch.Tensor, # from `generate` (with graph)
             mask: torch.Tensor | None = None, has_mask: torch.Tensor | None = None, # masks and which items have one
             lambda_task: float | None = None, # task weight (None: this step's scheduled value)
            ) -> dict[str, torch.Tensor]: # g_<term> for every HQGLoss term and g_total (detached)
-    "One G update: HQGLoss + λ_task · L_seg(S(x̂_masked), m) through the frozen S (or S_φ'); D and S unchanged."
-    lam = self.task_weight_at(self.step) if lambda_task is None else float(lambda_task)
+    "HQGStep's G update + λ_task · L_seg(S(x̂_masked), m) through the frozen S (or S_φ'); D and S unchanged."
+    lam = self.task_weight_at(self.loop.step) if lambda_task is None else float(lambda_task)
     xs, ms = _masked(x_enh, mask, has_mask)
     if len(xs) == 0: lam = 0.0
     w = self.loss.weights
     saved, w["seg"] = w["seg"], lam
-    self.disc.eval().requires_grad_(False); self.seg.eval().requires_grad_(False)
+    self.seg.eval().requires_grad_(False)
     try:
-        with _autocast(self):
-            fake = self.disc(x_enh).float()
-            logits = self.task_logits(xs, ms).float() if lam else None
-            total, terms = self.loss(x_lq, x_enh, fake, x_hq, kl, enc_gen=self.gen.content_features, enc_hq=self.enc,
-                                     enc_extra=self.enc_extra, seg_logits=logits, mask=ms if lam else None,
-                                     **guide_inputs(self))
-        named = {**{f"g_{k}": terms[k] for k in TERM_NAMES if k in terms}, "g_total": total}
-        vec = _guard(self, named, {f"g_{k}": v for k, v in w.items()})
-        self.opt_g.zero_grad(set_to_none=True); total.backward(); self.opt_g.step()
-        self.opt_g.zero_grad(set_to_none=True)
+        with self.loop.autocast(): logits = self.task_logits(xs, ms).float() if lam else None
+        return HQGStep.g_step(self, x_lq, x_hq, x_enh, kl, seg_logits=logits, mask=ms if lam else None)
     finally:
         w["seg"] = saved
-        self.disc.train().requires_grad_(True)
         self.seg.train(self.train_seg).requires_grad_(self.train_seg)
-    return dict(zip(named, vec))
 
-@_method_of(BilevelTrainer)
-def _train_step(self: BilevelTrainer, batch: dict, # loader batch: "lq", "hq" (+ "mask", "has_mask")
-               ) -> dict[str, torch.Tensor]: # D, S and G terms + lambda_task (detached)
-    "generate -> D step -> seg_steps S steps -> G step with the task term -> schedulers, step += 1 -> EMA."
+def _bl_call(self: BilevelStep, batch: dict, # loader batch: "lq", "hq" (+ "mask", "has_mask")
+            ) -> dict[str, torch.Tensor]: # D, S and G terms + lambda_task (detached)
+    "generate -> D step -> seg_steps S steps -> G step with the task term."
     check_batch(batch)
-    x_lq, x_hq = _to_device(self, batch["lq"]), _to_device(self, batch["hq"])
-    mask = _to_device(self, batch["mask"]) if batch.get("mask") is not None else None
-    has_mask = batch["has_mask"].to(self.device) if mask is not None and batch.get("has_mask") is not None else None
-    lam = self.task_weight_at(self.step)
-    begin_guidance(self, batch)
+    to = self.loop.to_device
+    x_lq, x_hq = to(batch["lq"]), to(batch["hq"])
+    mask = to(batch["mask"]) if batch.get("mask") is not None else None
+    has_mask = batch["has_mask"].to(self.loop.device) if mask is not None and batch.get("has_mask") is not None else None
+    lam = self.task_weight_at(self.loop.step)
+    self.begin_guidance(batch)
     x_enh, kl = self.generate(x_lq, x_hq)
     out = {**self.d_step(x_hq, x_enh), **self.s_step(x_enh, mask, has_mask),
            **self.g_step(x_lq, x_hq, x_enh, kl, mask, has_mask, lam)}
     any_mask = mask is not None and (has_mask is None or bool(has_mask.any()))
     out["lambda_task"] = torch.tensor(lam if any_mask else 0.0, device=out["g_total"].device)
-    end_step(self)
     return out
 
-# %% ../nbs/09_bilevel.ipynb #9275396d
-@_method_of(BilevelTrainer)
-def _checkpoint_dict(self: BilevelTrainer) -> dict:
-    "The base checkpoint + train_state['opt_s'] (S's optimizer) and train_state['bilevel'] (settings)."
-    ck = Trainer.checkpoint_dict(self)
-    ck["train_state"].update(opt_s=self.opt_s.state_dict(), bilevel=dict(self.bilevel_settings))
-    return ck
+BilevelStep.__call__ = _bl_call
 
-@_method_of(BilevelTrainer)
-def _load_state(self: BilevelTrainer, ckpt: str | os.PathLike | dict, # a checkpoint path or `checkpoint_dict()`
-               ) -> BilevelTrainer:
-    "Resume from a bi-level checkpoint: the base state (nets incl. S, optimizers, RNG, data position) + opt_s."
-    src = "checkpoint dict" if isinstance(ckpt, dict) else str(ckpt)
-    ckpt = _check_ckpt(ckpt, src) if isinstance(ckpt, dict) else load_checkpoint(ckpt, map_location=self.device)
+# %% ../nbs/09_bilevel.ipynb #0b391722
+@_method_of(BilevelStep)
+def _state_dict(self: BilevelStep) -> dict:
+    "HQGStep's part + opt_s (S's optimizer) and the bi-level settings."
+    return {**HQGStep.state_dict(self), "opt_s": self.opt_s.state_dict(), "bilevel": dict(self.bilevel_settings)}
+
+@_method_of(BilevelStep)
+def _check_state(self: BilevelStep, ckpt: dict, src: str) -> None:
+    "ValueError unless `ckpt` was written by a bi-level step; a warning when its bi-level settings differ."
     ts = ckpt["train_state"]
     if "opt_s" not in ts:
         raise ValueError(f"{src}: not a bi-level checkpoint (no segmenter optimizer 'opt_s' in train_state); "
                          "resume it with hqg.training.Trainer")
-    Trainer.load_state(self, ckpt)
-    self.opt_s.load_state_dict(ts["opt_s"])
+    HQGStep.check_state(self, ckpt, src)
     old = ts.get("bilevel") or {}
     diff = {k: (old.get(k), v) for k, v in self.bilevel_settings.items() if k in old and old[k] != v}
     if diff: warnings.warn(f"{src}: resuming with other bi-level settings (checkpoint -> now): {diff}")
-    if src.endswith(".pt"): self.last_checkpoint = Path(src)
-    return self
+
+@_method_of(BilevelStep)
+def _load_state_dict(self: BilevelStep, ckpt: dict) -> None:
+    "HQGStep's restore (the model holds seg.*) + opt_s."
+    HQGStep.load_state_dict(self, ckpt)
+    self.opt_s.load_state_dict(ckpt["train_state"]["opt_s"])
+
+class BilevelTrainer(Trainer):
+    "`Trainer` with a `BilevelStep`: the same keywords plus solver, seg_steps, lr_s, inner_lr, warmup_steps, ramp_steps, train_seg."
+    step_class = BilevelStep
 
 # %% ../nbs/09_bilevel.ipynb #77f31e6d
 class SegmentationSet(Dataset):

@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_cli.ipynb #4efd59c9
 from __future__ import annotations
-import argparse, json, sys, time
+import argparse, json, os, sys, time
 import torch
 from pathlib import Path
 import hqg
@@ -279,8 +279,21 @@ def _cmd_demo(a):
     run = demo(a.data, a.out, max_steps=a.max_steps, device=a.device, seed=a.seed, log_output=a.log_output)
     print(f"demo written to {run} in {time.time() - t0:.0f} s (grid.png, results.md, enhanced/, checkpoints/)")
 
+def _torchrun_train(a) -> int:
+    "`hqg train` again under `torchrun --standalone --nproc_per_node N -m hqg.cli train ...`; its exit status."
+    import subprocess
+    if a.nproc < 1: raise ValueError(f"--nproc: expected a number of processes >= 1, got {a.nproc}")
+    argv = ["train", "--out", str(a.out)]
+    for flag, v in (("--config", a.config), ("--data", a.data), ("--max-steps", a.max_steps), ("--device", a.device)):
+        if v is not None: argv += [flag, str(v)]
+    argv += (["--resume"] if a.resume else []) + (["--set", *a.set] if a.set else [])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(a.nproc), "-m", "hqg.cli", *argv]
+    print("launching:", " ".join(cmd[1:]), flush=True)
+    return subprocess.call(cmd)
+
 def _cmd_train(a):
     from hqg.runs import load_config, parse_overrides, train
+    if a.nproc != 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1: return _torchrun_train(a)  # launch N processes
     if Path(a.out).exists() and not Path(a.out).is_dir():
         raise ValueError(f"--out {a.out}: is a file; expected a folder for the run folders (it is created if missing)")
     ups = parse_overrides(a.set or [])
@@ -458,6 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the newest run under --out from its last.pt")
     t.add_argument("--device", default=None, help="auto | cpu | cuda | mps (default: the config's)")
     t.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="config overrides, e.g. loss.lambda_wavelet=5")
+    t.add_argument("--nproc", type=int, default=1, help="DDP processes (torchrun; gloo on CPU, NCCL on GPU; batch size is per process)")
     t.set_defaults(func=_cmd_train)
     r = sub.add_parser("run", help="execute an experiment notebook headlessly (papermill) into a run folder")
     r.add_argument("notebook"); r.add_argument("--out", default=None, help="parent of the run folder (default runs/<notebook>)")

@@ -319,13 +319,6 @@ def test_bad_settings_name_the_argument(tmp_path):
             CycleGANTrainer(args.pop("net"), args.pop("loss"), ds, run_dir=tmp_path, **args)
 
 
-def test_ddp_is_refused(tmp_path, monkeypatch):
-    import hqg.baselines as B
-    monkeypatch.setattr(B, "_ddp_rank_world", lambda: (0, 2))
-    with pytest.raises(ValueError, match="world_size=2: DDP is not supported for the CycleGAN baselines"):
-        make(tmp_path)
-
-
 def test_resume_across_trainers_is_a_clear_error(tmp_path):
     torch.manual_seed(0)
     base = Trainer(HQGNet(3, "tiny", **TINY), HQGLoss(), UnpairedDataset(DATA, size=32), run_dir=tmp_path / "hqg",
@@ -350,7 +343,7 @@ def test_nan_guard_and_checkpoint_refusal(tmp_path):
     tr = make(tmp_path)
     tr.fit(1)
     good = (tmp_path / "checkpoints" / "last.pt").read_bytes()
-    tr.lambda_cycle = math.inf
+    tr.step_fn.lambda_cycle = math.inf
     with pytest.raises(NonFiniteLossError, match=r"step 2: term 'g_cycle' = .*\(weight inf\)"):
         tr.fit(2)
     with torch.no_grad():

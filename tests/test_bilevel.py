@@ -326,6 +326,3 @@ def test_bad_arguments_name_themselves(tmp_path, monkeypatch):
             BilevelTrainer(*args, **kw, **extra)
     with pytest.raises(TypeError, match="no_such_option"):
         BilevelTrainer(make_net(), HQGLoss(), ds, no_such_option=1, **kw)
-    monkeypatch.setattr(bl, "_ddp_rank_world", lambda: (0, 2))
-    with pytest.raises(ValueError, match="DDP is not supported \\(world size 2\\)"):
-        BilevelTrainer(make_net(), HQGLoss(), ds, **kw)

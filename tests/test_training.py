@@ -243,17 +243,22 @@ def test_corrupt_and_foreign_checkpoints_name_the_file(tmp_path):
     tr.net.save_checkpoint(tmp_path / "model.pt")
     ck = load_checkpoint(good)
     del ck["train_state"]["opt_g"]
-    torch.save(ck, tmp_path / "partial.pt")
+    torch.save(ck, tmp_path / "partial.pt")                  # the step's part is missing: found by HQGStep.check_state
+    del ck["train_state"]["rng"]
+    torch.save(ck, tmp_path / "partial2.pt")                 # the loop's part is missing: found on reading
     cases = {"trunc.pt": "not a readable checkpoint", "text.pt": "not a readable checkpoint",
              "pickled.pt": "not a readable checkpoint", "dict.pt": "not an hqg training checkpoint",
              "list.pt": "got list", "model.pt": "model-only checkpoint",
-             "partial.pt": r"incomplete hqg training checkpoint: missing \['train_state.opt_g'\]"}
+             "partial2.pt": r"incomplete hqg training checkpoint: missing \['train_state.rng'\]"}
     for name, msg in cases.items():
         with pytest.raises(ValueError, match=msg) as e:
             load_checkpoint(tmp_path / name)
         assert str(tmp_path / name) in str(e.value)
         with pytest.raises(ValueError, match=msg):
             make_trainer(tmp_path / "r2").load_state(tmp_path / name)
+    assert load_checkpoint(tmp_path / "partial.pt")["step"] == 1
+    with pytest.raises(ValueError, match=r"partial.pt: incomplete hqg training checkpoint: missing \['train_state.opt_g'\]"):
+        make_trainer(tmp_path / "r2").load_state(tmp_path / "partial.pt")
     with pytest.raises(FileNotFoundError, match="missing.pt: no such checkpoint"):
         load_checkpoint(tmp_path / "missing.pt")
 
