@@ -12,10 +12,10 @@ import torch.nn as nn
 import kornia
 from .core import check_image, as_batch, unbatch, convert_channels
 from .io import write_image
-from .networks import HQGNet, Discriminator, count_params, _make_generator, _method_of
+from .networks import HQGNet, Discriminator, count_params, make_generator, method_of
 from .losses import HQGLoss, gan_loss_d, gan_loss_g, r1_penalty
 from .training import Loop, HQGStep, GANConfig, Trainer, check_batch
-from .metrics import _mask
+from .metrics import check_mask
 
 # %% auto #0
 __all__ = ['CLASSICAL', 'BASELINE_LOSSES', 'CYCLE_TERMS', 'identity', 'auto_gamma', 'gamma_correction', 'clahe',
@@ -39,7 +39,7 @@ def auto_gamma(x: torch.Tensor, # (B,C,H,W) or (C,H,W) image(s) in [0,1]
     check_image(x)
     if not 0 < target < 1: raise ValueError(f"target: expected a value in (0, 1), got {target!r}")
     xb, added = as_batch(x)
-    lum, m = convert_channels(xb.clamp(0, 1), 1), _mask(mask, xb)
+    lum, m = convert_channels(xb.clamp(0, 1), 1), check_mask(mask, xb)
     mu = lum.mean((1, 2, 3)) if m is None else (lum * m).sum((1, 2, 3)) / m.sum((1, 2, 3))
     return unbatch(math.log(target) / torch.log(mu.clamp(eps, 1 - eps)), added)
 
@@ -55,7 +55,7 @@ def gamma_correction(x: torch.Tensor, # (B,C,H,W) or (C,H,W) image(s) in [0,1]
         raise ValueError(f"gamma: expected a finite number > 0 or None (automatic), got {gamma!r}")
     else: g = float(gamma)
     out = xb.clamp(0, 1) ** g
-    m = _mask(mask, xb)
+    m = check_mask(mask, xb)
     return unbatch(out if m is None else torch.where(m, out, xb), added)
 
 # %% ../nbs/11_baselines.ipynb #d1d4b623
@@ -83,7 +83,7 @@ def clahe(x: torch.Tensor, # (B,C,H,W) or (C,H,W) image(s) in [0,1]
         light = eq((lab[:, :1] / 100).clamp(0, 1)) * 100
         out = kornia.color.lab_to_rgb(torch.cat([light, lab[:, 1:]], 1), clip=True)
     out = out.clamp(0, 1).to(xb.dtype)
-    m = _mask(mask, xb)
+    m = check_mask(mask, xb)
     return unbatch(out if m is None else torch.where(m, out, xb), added)
 
 # %% ../nbs/11_baselines.ipynb #abf7d6bc
@@ -140,7 +140,7 @@ class CycleGANStep(HQGStep):
         super().__init__(net, loss, gan, **{**hqg_options, "temperature": 0.0})
         self.lambda_cycle, self.lambda_idt = float(lambda_cycle), float(lambda_idt)
         c = net.cfg
-        self.gen_lq = _make_generator(net.in_channels, c).train()
+        self.gen_lq = make_generator(net.in_channels, c).train()
         self.disc_lq = Discriminator(net.in_channels, c["disc_base"], c["disc_depth"], c["disc_max_width"], c["spectral_norm"]).train()
 
     settings = property(lambda self: {**HQGStep.settings.fget(self), "lambda_cycle": self.lambda_cycle,
@@ -164,7 +164,7 @@ def _check_cycle(net, loss, lambda_cycle, lambda_idt, options) -> None:
     if options.get("finetune_guidance"):
         raise ValueError("finetune_guidance: the CycleGAN baseline uses no guidance encoder; expected False")
 
-@_method_of(CycleGANStep)
+@method_of(CycleGANStep)
 def _bind(self: CycleGANStep, loop: Loop) -> None:
     "HQGStep's binding for G, D_hq (E_g frozen), then F and D_lq shared the same way; one Adam over both Gs, one over both Ds."
     HQGStep.bind(self, loop)
@@ -185,14 +185,14 @@ def _translate(step: CycleGANStep, gen: nn.Module, x: torch.Tensor) -> torch.Ten
     "gen(x) without guidance: the all-zero code at temperature 0 (float32 output)."
     with step.loop.autocast(): return gen(x, step._code0, 0.0).x_enh.float()
 
-@_method_of(CycleGANStep)
+@method_of(CycleGANStep)
 def _generate(self: CycleGANStep, x_lq: torch.Tensor, # (B,C,H,W) LQ batch on the device
               x_hq: torch.Tensor, # (B,C,H,W) HQ batch on the device
              ) -> CycleOutputs: # G(y) and F(z), with graph
     "The step's translations: x_enh = G(x_lq), x_deg = F(x_hq)."
     return CycleOutputs(_translate(self, self.gen_train, x_lq), _translate(self, self.gen_lq_train, x_hq))
 
-@_method_of(CycleGANStep)
+@method_of(CycleGANStep)
 def _d_step(self: CycleGANStep, x_lq: torch.Tensor, x_hq: torch.Tensor, # the real batches
             fakes: CycleOutputs, # from `generate` (detached here)
            ) -> dict[str, torch.Tensor]: # d_adv, d_adv_lq, d_r1, d_r1_lq, d_total (detached)
@@ -212,7 +212,7 @@ def _d_step(self: CycleGANStep, x_lq: torch.Tensor, x_hq: torch.Tensor, # the re
     return dict(zip(terms, vec))
 
 # %% ../nbs/11_baselines.ipynb #5afda4e3
-@_method_of(CycleGANStep)
+@method_of(CycleGANStep)
 def _g_step(self: CycleGANStep, x_lq: torch.Tensor, x_hq: torch.Tensor, # the real batches
             fakes: CycleOutputs, # from `generate` (with graph)
            ) -> dict[str, torch.Tensor]: # g_adv, g_adv_lq, g_cycle, g_idt, g_struct, g_illum, g_total (detached)
@@ -251,12 +251,12 @@ def _cy_call(self: CycleGANStep, batch: dict) -> dict[str, torch.Tensor]:
 CycleGANStep.__call__ = _cy_call
 
 # %% ../nbs/11_baselines.ipynb #d201d688
-@_method_of(CycleGANStep)
+@method_of(CycleGANStep)
 def _state_dict(self: CycleGANStep) -> dict:
     "HQGStep's part plus gen_lq and disc_lq (and method='cyclegan')."
     return {**HQGStep.state_dict(self), "gen_lq": self.gen_lq.state_dict(), "disc_lq": self.disc_lq.state_dict(), "method": "cyclegan"}
 
-@_method_of(CycleGANStep)
+@method_of(CycleGANStep)
 def _check_state(self: CycleGANStep, ckpt: dict, src: str) -> None:
     "ValueError unless `ckpt` was written by a CycleGAN step."
     ts = ckpt["train_state"]
@@ -265,13 +265,13 @@ def _check_state(self: CycleGANStep, ckpt: dict, src: str) -> None:
                          "another trainer (HQG-Net's?), resume it with that one")
     HQGStep.check_state(self, ckpt, src)
 
-@_method_of(CycleGANStep)
+@method_of(CycleGANStep)
 def _load_state_dict(self: CycleGANStep, ckpt: dict) -> None:
     "HQGStep's restore, plus gen_lq and disc_lq."
     HQGStep.load_state_dict(self, ckpt)
     self.gen_lq.load_state_dict(ckpt["train_state"]["gen_lq"]); self.disc_lq.load_state_dict(ckpt["train_state"]["disc_lq"])
 
-@_method_of(CycleGANStep)
+@method_of(CycleGANStep)
 @torch.no_grad()
 def _sample_columns(self: CycleGANStep, ema: nn.Module, x_lq: torch.Tensor, x_hq: torch.Tensor) -> list[torch.Tensor]:
     "LQ | EMA-enhanced G(y) | HQ | F(z)."
@@ -279,7 +279,7 @@ def _sample_columns(self: CycleGANStep, ema: nn.Module, x_lq: torch.Tensor, x_hq
     try: return [x_lq, _translate(self, ema, x_lq), x_hq, _translate(self, self.gen_lq, x_hq)]
     finally: self.gen_lq.train(was)
 
-@_method_of(CycleGANStep)
+@method_of(CycleGANStep)
 def _enhance(self: CycleGANStep, ema: nn.Module, x_lq: torch.Tensor) -> torch.Tensor:
     "The EMA of G without guidance (the all-zero code, temperature 0)."
     return _translate(self, ema, x_lq)

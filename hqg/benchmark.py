@@ -8,7 +8,8 @@ import contextlib, csv, json, math, time
 from pathlib import Path
 import torch
 from .runs import load_config, train, new_run_dir, read_metrics, RunProgress
-from .evaluate import evaluate, mean_std, METRIC_LABELS, DIAGNOSTIC_LABELS, _fmt, _guide_paths
+from .core import fmt_mean_std
+from .evaluate import evaluate, mean_std, METRIC_LABELS, DIAGNOSTIC_LABELS, guide_paths
 
 # %% auto #0
 __all__ = ['LEARNED', 'CLASSICAL_METHODS', 'DEFAULT_METHODS', 'method_config', 'check_methods', 'benchmark', 'summarize_runs',
@@ -134,7 +135,7 @@ def benchmark(methods=DEFAULT_METHODS, # method names (see the table above)
         raise ValueError(f"workers: expected an int >= 1, got {workers!r}")
     for m in methods:  # every config is checked before anything is trained
         if m in LEARNED: method_config(m, preset, data=data, seed=0, steps=steps, overrides=overrides)
-    if guides is not None: guides = [str(p) for p in _guide_paths(guides)]  # checked (and fixed) before training
+    if guides is not None: guides = [str(p) for p in guide_paths(guides)]  # checked (and fixed) before training
     bench = _latest_bench(Path(out)) if resume else new_run_dir(out)
     plan = {"methods": methods, "data": str(data), "preset": preset, "seeds": seeds, "steps": steps,
             "overrides": overrides or {}, "guides": guides}
@@ -194,10 +195,10 @@ def results_table(summary: dict) -> str:
     lines = ["| method | " + " | ".join(_LABELS[k] for k in keys) + " | seeds | train s/run |",
              "|---|" + "---|" * (len(keys) + 2)]
     inp = lambda k: ("1" if k == "structure" else "0" if k in ("created", "lost") else
-                     _fmt(first[k + "_in"][0], None, 2 if k in ("psnr", "snr") else 4) if k + "_in" in first else "-")
+                     fmt_mean_std(first[k + "_in"][0], None, 2 if k in ("psnr", "snr") else 4) if k + "_in" in first else "-")
     if any(k + "_in" in first for k in keys): lines.append("| *input (LQ)* | " + " | ".join(inp(k) for k in keys) + " | | |")
     for m, d in summary.items():
-        cells = [_fmt(d[k][0], d[k][1], 2 if k in ("psnr", "snr") else 4) if k in d else "-" for k in keys]
+        cells = [fmt_mean_std(d[k][0], d[k][1], 2 if k in ("psnr", "snr") else 4) if k in d else "-" for k in keys]
         n = d[keys[0]][2] if keys else 0
         t = d.get("train_s", (math.nan,))[0]
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {n} | {'-' if math.isnan(t) or t == 0 else f'{t:.0f}'} |")

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 from .core import get_device
 from .io import read_image
 from .data import image_list, match_masks, load_mask, random_view, seeded_generator, make_loader, set_loader_epoch
-from .networks import HQGNet, freeze, _method_of
+from .networks import HQGNet, freeze, method_of
 from .losses import HQGLoss, TERM_NAMES, seg_loss
 from .training import Loop, HQGStep, GANConfig, Trainer, check_batch, load_checkpoint
 
@@ -104,7 +104,7 @@ def _check_bilevel(net, loss, solver, seg_steps, lr_s, inner_lr, schedule, train
     if not (isinstance(inner_lr, (int, float)) and inner_lr >= 0): raise ValueError(f"inner_lr: expected a value >= 0, got {inner_lr!r}")
     if not isinstance(train_seg, bool): raise ValueError(f"train_seg: expected True or False, got {train_seg!r}")
 
-@_method_of(BilevelStep)
+@method_of(BilevelStep)
 def _bind(self: BilevelStep, loop: Loop) -> None:
     "HQGStep's binding, plus S: wrapped for DDP when it trains, Adam opt_s (not on the loop's LR schedule)."
     HQGStep.bind(self, loop)
@@ -115,7 +115,7 @@ def _bind(self: BilevelStep, loop: Loop) -> None:
 BilevelStep.modules = lambda self: {**HQGStep.modules(self), "seg": self.seg}
 
 # %% ../nbs/09_bilevel.ipynb #97d94551
-@_method_of(BilevelStep)
+@method_of(BilevelStep)
 def _s_step(self: BilevelStep, x_enh: torch.Tensor, # (B,C,H,W) enhanced images (detached here)
             mask: torch.Tensor | None, # (B,1,H,W) masks (None: no item has one)
             has_mask: torch.Tensor | None = None, # (B,) bool: which items have a mask (None: all)
@@ -140,7 +140,7 @@ def _s_step(self: BilevelStep, x_enh: torch.Tensor, # (B,C,H,W) enhanced images 
     self.opt_s.zero_grad(set_to_none=True)
     return {"s_seg": torch.stack(vals).mean()}
 
-@_method_of(BilevelStep)
+@method_of(BilevelStep)
 def _task_logits(self: BilevelStep, x: torch.Tensor, # (N,C,H,W) masked items' x̂ (with graph)
                  mask: torch.Tensor, # (N,1,H,W)
                 ) -> torch.Tensor: # (N,1,H,W) logits of S (alternating) or of the look-ahead S_φ' (unrolled)
@@ -149,7 +149,7 @@ def _task_logits(self: BilevelStep, x: torch.Tensor, # (N,C,H,W) masked items' x
     return self.seg(x)
 
 # %% ../nbs/09_bilevel.ipynb #847d8263
-@_method_of(BilevelStep)
+@method_of(BilevelStep)
 def _g_step(self: BilevelStep, x_lq: torch.Tensor, x_hq: torch.Tensor, # the step's LQ batch and HQ partners
             x_enh: torch.Tensor, kl: torch.Tensor, # from `generate` (with graph)
             mask: torch.Tensor | None = None, has_mask: torch.Tensor | None = None, # masks and which items have one
@@ -189,12 +189,12 @@ def _bl_call(self: BilevelStep, batch: dict, # loader batch: "lq", "hq" (+ "mask
 BilevelStep.__call__ = _bl_call
 
 # %% ../nbs/09_bilevel.ipynb #0b391722
-@_method_of(BilevelStep)
+@method_of(BilevelStep)
 def _state_dict(self: BilevelStep) -> dict:
     "HQGStep's part + opt_s (S's optimizer) and the bi-level settings."
     return {**HQGStep.state_dict(self), "opt_s": self.opt_s.state_dict(), "bilevel": dict(self.bilevel_settings)}
 
-@_method_of(BilevelStep)
+@method_of(BilevelStep)
 def _check_state(self: BilevelStep, ckpt: dict, src: str) -> None:
     "ValueError unless `ckpt` was written by a bi-level step; a warning when its bi-level settings differ."
     ts = ckpt["train_state"]
@@ -206,7 +206,7 @@ def _check_state(self: BilevelStep, ckpt: dict, src: str) -> None:
     diff = {k: (old.get(k), v) for k, v in self.bilevel_settings.items() if k in old and old[k] != v}
     if diff: warnings.warn(f"{src}: resuming with other bi-level settings (checkpoint -> now): {diff}")
 
-@_method_of(BilevelStep)
+@method_of(BilevelStep)
 def _load_state_dict(self: BilevelStep, ckpt: dict) -> None:
     "HQGStep's restore (the model holds seg.*) + opt_s."
     HQGStep.load_state_dict(self, ckpt)

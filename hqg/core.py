@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #8a7d3e72
 from __future__ import annotations
-import os, random
+import math, os, random
 from pathlib import Path
 from typing import Sequence
 import numpy as np
@@ -13,7 +13,8 @@ import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['LUMA_WEIGHTS', 'check_image', 'as_batch', 'unbatch', 'convert_channels', 'to_signed', 'from_signed',
-           'pad_to_multiple', 'crop_to', 'seed_everything', 'get_device', 'in_test', 'repo_file']
+           'pad_to_multiple', 'crop_to', 'seed_everything', 'get_device', 'in_test', 'repo_file', 'method_of',
+           'fmt_mean_std']
 
 # %% ../nbs/00_core.ipynb #dc6f36d3
 def check_image(x: torch.Tensor, # image tensor to check
@@ -122,3 +123,22 @@ def repo_file(*parts: str) -> Path:
     p = Path(hqg.__file__).resolve().parent.parent.joinpath(*parts)
     if not p.exists(): raise FileNotFoundError(f"{p}: not found; this needs a checkout of the hqg repository")
     return p
+
+# %% ../nbs/00_core.ipynb #3cdfe69e
+def method_of(cls):
+    "Attach the decorated `_name` function as method `name` of `cls` (keeps export cells short; the module keeps only the private name)."
+    def deco(f):
+        name = f.__name__.lstrip("_")
+        f.__name__, f.__qualname__ = name, f"{cls.__name__}.{name}"
+        setattr(cls, name, f)
+        return f
+    return deco
+
+def fmt_mean_std(mu: float | None, # the mean (None or NaN: missing)
+                 sd: float | None = None, # the spread (None or NaN: not shown)
+                 digits: int = 2, # decimals of both
+                 missing: str = "-", # what a missing mean shows
+                ) -> str:
+    "'mu ± sd' with `digits` decimals for tables (hqg's one number formatter)."
+    if mu is None or math.isnan(mu): return missing
+    return f"{mu:.{digits}f}" + (f" ± {sd:.{digits}f}" if sd is not None and not math.isnan(sd) else "")

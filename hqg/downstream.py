@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 import torch
 import torch.nn as nn
-from .core import get_device, as_batch
+from .core import get_device, as_batch, fmt_mean_std
 from .data import PairedTestSet
 from .degrade import estimate_fov
 from .metrics import dice, iou, auc, psnr, ssim, average_metrics
@@ -58,9 +58,6 @@ def segment_scores(seg: nn.Module, # segmenter: (B,C,H,W) images -> (B,1,H,W) lo
     return {**average_metrics(per), "per_image": per}
 
 # %% ../nbs/13b_downstream.ipynb #09f314df
-def _fmt(mean: float, std: float, digits: int) -> str:
-    return "–" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
-
 def downstream_table(results: Mapping[str, Mapping[str, float | Sequence[float]]], # setting -> metric -> value(s) over seeds
                      out_dir: str | os.PathLike, # folder for the files (created)
                      *, examples: Mapping | None = None, # {"mask": (1,H,W), "images": {setting: (C,H,W)}, "preds": {setting: (1,H,W)}}
@@ -80,7 +77,7 @@ def downstream_table(results: Mapping[str, Mapping[str, float | Sequence[float]]
         rows.append(row)
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     md = ["| setting | n | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
-    md += [f"| {r['setting']} | {r['n']} | " + " | ".join(_fmt(r[f'{k}_mean'], r[f'{k}_std'], digits) for k in metrics) + " |"
+    md += [f"| {r['setting']} | {r['n']} | " + " | ".join(fmt_mean_std(r[f'{k}_mean'], r[f'{k}_std'], digits, missing='–') for k in metrics) + " |"
            for r in rows]
     (out / f"{name}.md").write_text("\n".join(md) + "\n", encoding="utf-8")
     with open(out / f"{name}.csv", "w", newline="", encoding="utf-8") as f:

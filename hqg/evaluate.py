@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 import kornia
-from .core import check_image, convert_channels, get_device
+from .core import check_image, convert_channels, get_device, fmt_mean_std
 from .io import read_image, write_image, list_images, ImageReadError
 from .wavelets import wavedec2
 from .degrade import estimate_fov, fov_mask
@@ -25,7 +25,7 @@ from .drift import structure_drift, structure_vs_mask
 __all__ = ['DOG_SIGMAS', 'METRIC_LABELS', 'DIAGNOSTIC_LABELS', 'FOLLOW_EPS', 'GUIDANCE_LABELS', 'find_eval_set', 'guidance_code',
            'make_enhancer', 'style_stats', 'style_names', 'vessel_contrast', 'noise_level', 'border_mean',
            'keep_fov_border', 'score_image', 'diagnose', 'guidance_spread', 'guidance_following', 'guidance_report',
-           'guide_styles', 'mean_std', 'summarize', 'metrics_table', 'evaluate']
+           'guide_styles', 'guide_paths', 'mean_std', 'summarize', 'metrics_table', 'evaluate']
 
 # %% ../nbs/13a_evaluate.ipynb #c9b624c2
 def find_eval_set(data: str | Path, # dataset root, paired folder, CycleGAN root, or a plain folder of images
@@ -326,7 +326,7 @@ def guide_styles(paths) -> list[str]: # one style name per guide image path
         names.append(name or p.stem)
     return names
 
-def _guide_paths(guides) -> list[Path]:
+def guide_paths(guides) -> list[Path]:
     "Image paths of `guides`: a folder of images, one image, or a list of paths (at least 2)."
     if isinstance(guides, (str, Path)):
         g = Path(guides)
@@ -339,7 +339,7 @@ def _guide_paths(guides) -> list[Path]:
 # %% ../nbs/13a_evaluate.ipynb #a8594849
 def _guidance_of(net: HQGNet, guides, inputs: list, keep_fov) -> dict:
     "guidance_report of `net` (each guide's own code, temperature 0, the evaluation's post-processing) on `inputs`."
-    paths = _guide_paths(guides)
+    paths = guide_paths(guides)
     ims = [read_image(p, channels=net.in_channels)[None] for p in paths]
     def enhance(y, z):
         out = net.enhance(y.to(net.device), guidance=z.to(net.device)).cpu().float().clamp(0, 1)
@@ -364,10 +364,6 @@ def summarize(rows: list[dict]) -> tuple[dict, dict]:
     ms = {k: mean_std([float(r[k]) for r in rows]) for k in keys}
     return {k: v[0] for k, v in ms.items()}, {k: v[1] for k, v in ms.items()}
 
-def _fmt(mu: float, sd: float | None, digits: int) -> str:
-    if mu is None or math.isnan(mu): return "-"
-    return f"{mu:.{digits}f}" + (f" ± {sd:.{digits}f}" if sd is not None and not math.isnan(sd) else "")
-
 def metrics_table(mean: dict, std: dict | None = None) -> str:
     "Markdown table: metric | input | output, with mean ± std."
     std = std or {}
@@ -375,13 +371,13 @@ def metrics_table(mean: dict, std: dict | None = None) -> str:
     for k, label in METRIC_LABELS.items():
         if k not in mean: continue
         d = 2 if k in ("psnr", "snr") else 4
-        inp = _fmt(mean.get(k + "_in"), std.get(k + "_in"), d) if k + "_in" in mean else "(1 by definition)"
-        lines.append(f"| {label} | {inp} | {_fmt(mean[k], std.get(k), d)} |")
+        inp = fmt_mean_std(mean.get(k + "_in"), std.get(k + "_in"), d) if k + "_in" in mean else "(1 by definition)"
+        lines.append(f"| {label} | {inp} | {fmt_mean_std(mean[k], std.get(k), d)} |")
     for k in mean:  # diagnostics and other extra columns
         if k.endswith("_in") and k.removesuffix("_in") in mean: continue
         if k.removesuffix("_in") not in METRIC_LABELS:
-            inp = _fmt(mean[k + "_in"], std.get(k + "_in"), 4) if k + "_in" in mean else ""
-            lines.append(f"| {DIAGNOSTIC_LABELS.get(k, k)} | {inp} | {_fmt(mean[k], std.get(k), 4)} |")
+            inp = fmt_mean_std(mean[k + "_in"], std.get(k + "_in"), 4) if k + "_in" in mean else ""
+            lines.append(f"| {DIAGNOSTIC_LABELS.get(k, k)} | {inp} | {fmt_mean_std(mean[k], std.get(k), 4)} |")
     return "\n".join(lines) + "\n"
 
 # %% ../nbs/13a_evaluate.ipynb #a9d635a5
@@ -408,8 +404,8 @@ def _write_table(out: Path, res: dict) -> None:
     note = f"Note: {res['note']}.\n\n" if res["note"] else ""
     g = res.get("guidance")
     guide = ("" if not g else f"\n## Guidance\n\n{g['K']} guides ({len(set(g['styles']))} styles), {g['n_inputs']} inputs:\n\n"
-             f"- {GUIDANCE_LABELS['spread']}: {_fmt(g['spread'], None, 4)}\n"
-             f"- {GUIDANCE_LABELS['following']}: {_fmt(g['following'], None, 3)} (chance 1/K = {1 / g['K']:.3f})\n")
+             f"- {GUIDANCE_LABELS['spread']}: {fmt_mean_std(g['spread'], None, 4)}\n"
+             f"- {GUIDANCE_LABELS['following']}: {fmt_mean_std(g['following'], None, 3)} (chance 1/K = {1 / g['K']:.3f})\n")
     (out / "table.md").write_text(head + note + metrics_table(res["mean"], res["std"]) + guide)
 
 def evaluate(method, # checkpoint path, classical name, HQGNet or callable: see `make_enhancer`
@@ -432,7 +428,7 @@ def evaluate(method, # checkpoint path, classical name, HQGNet or callable: see 
     s = find_eval_set(data)
     fn, net, auto = make_enhancer(method, guidance=guidance, device=device)
     if keep_fov == "auto" and net is not None and net.fov == "auto": keep_fov = False  # the model blacks out the border itself
-    if guides is not None: _guide_paths(guides)  # fail before enhancing anything
+    if guides is not None: guide_paths(guides)  # fail before enhancing anything
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     rows, failed, t_enh, shown = [], [], 0.0, []
     for p in list_images(s["lq"]):

@@ -17,7 +17,7 @@ from .core import check_image, convert_channels
 
 # %% auto #0
 __all__ = ['IMAGE_EXTENSIONS', 'WindowSpec', 'ImageReadError', 'OptionalDependencyError', 'read_dicom', 'read_image',
-           'write_image', 'list_images', 'ImageInfo', 'image_info']
+           'atomic_write', 'write_image', 'list_images', 'ImageInfo', 'image_info']
 
 # %% ../nbs/01_io.ipynb #2db2d68e
 class ImageReadError(ValueError):
@@ -414,7 +414,7 @@ def _write_error(e: OSError, path: Path) -> OSError:
     msg = f"cannot write {str(path)!r}: {why}"
     return OSError(e.errno, msg) if e.errno is not None else type(e)(msg)
 
-def _atomic_write(path: Path, write: Callable) -> None:
+def atomic_write(path: Path, write: Callable) -> None:
     "Call `write(file)` on a temporary file next to `path`, then move it into place atomically."
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     try:
@@ -460,7 +460,7 @@ def write_image(path, # output file; its extension picks the format: .png .jpg .
             f.write(buf.getvalue())
         elif bits == 16: f.write(_png_encode16(v))
         else: Image.fromarray(v).save(f, format=fmt.upper(), **({"quality": quality, "subsampling": 0} if fmt == "jpeg" else {}))
-    _atomic_write(p, write)
+    atomic_write(p, write)
     return p
 
 # %% ../nbs/01_io.ipynb #9b169e5a

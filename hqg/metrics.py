@@ -11,11 +11,11 @@ import torch.nn.functional as F
 from .core import check_image, as_batch, unbatch, convert_channels
 
 # %% auto #0
-__all__ = ['psnr', 'ssim_map', 'ssim', 'laplacian_bands', 'structure_preservation', 'illumination_uniformity', 'background_band',
-           'ccm_snr', 'dice', 'iou', 'auc', 'evaluate_pair', 'average_metrics']
+__all__ = ['check_mask', 'psnr', 'ssim_map', 'ssim', 'laplacian_bands', 'structure_preservation', 'illumination_uniformity',
+           'background_band', 'ccm_snr', 'dice', 'iou', 'auc', 'evaluate_pair', 'average_metrics']
 
 # %% ../nbs/10_metrics.ipynb #5319ac44
-def _mask(mask, xb: torch.Tensor, name: str = "mask", allow_empty: bool = False) -> torch.Tensor | None:
+def check_mask(mask, xb: torch.Tensor, name: str = "mask", allow_empty: bool = False) -> torch.Tensor | None:
     "Check a mask for the batch `xb` (B,C,H,W); return it as bool (B,1,H,W) on xb's device, or None."
     if mask is None: return None
     if not isinstance(mask, torch.Tensor):
@@ -50,7 +50,7 @@ def psnr(x: torch.Tensor, # (B,C,H,W) or (C,H,W) image to assess, values in [0,1
     "Peak signal-to-noise ratio in dB per image: (B,) for a batch, 0-d for one image; +inf when identical."
     xb, rb, added = _pair(x, ref)
     if not max_val > 0: raise ValueError(f"max_val: expected a positive peak value, got {max_val}")
-    m = _mask(mask, xb)
+    m = check_mask(mask, xb)
     d2 = (xb - rb).square()
     if m is None: mse = d2.mean((1, 2, 3), dtype=torch.float64)
     else: mse = (d2 * m).sum((1, 2, 3), dtype=torch.float64) / (m.sum((1, 2, 3)) * xb.shape[1])
@@ -111,7 +111,7 @@ def ssim_map(x: torch.Tensor, # (B,C,H,W) or (C,H,W) image to assess, values in 
     xb, rb, added = _pair(x, ref)
     _check_window(window, sigma)
     if not max_val > 0: raise ValueError(f"max_val: expected a positive data range, got {max_val}")
-    m = _mask(mask, xb)
+    m = check_mask(mask, xb)
     w = torch.ones_like(xb[:, :1]) if m is None else m.to(xb.dtype)
     mu_x, mu_r, v_x, v_r, cov = _local_moments(xb, rb, w, window, sigma)
     c1, c2 = (0.01 * max_val) ** 2, (0.03 * max_val) ** 2
@@ -129,7 +129,7 @@ def ssim(x: torch.Tensor, # (B,C,H,W) or (C,H,W) image to assess, values in [0,1
     "Mean SSIM per image over the mask (RGB: mean over channels): (B,) for a batch, 0-d for one image."
     xb, rb, added = _pair(x, ref)
     _check_window(window, sigma)
-    m = _mask(mask, xb)
+    m = check_mask(mask, xb)
     w = torch.ones_like(xb[:, :1], dtype=torch.bool) if m is None else m
     r = _region(w, window, border, "x").to(xb.dtype)
     s = ssim_map(xb, rb, mask=m, window=window, sigma=sigma, max_val=max_val)
@@ -182,7 +182,7 @@ def structure_preservation(x_in: torch.Tensor, # (B,C,H,W) or (C,H,W) input y, v
     a0, b0, added = _pair(x_in, x_out, ("x_in", "x_out"), same_channels=False)
     _check_window(window, sigma)
     if not eps > 0: raise ValueError(f"eps: expected a positive stabiliser, got {eps}")
-    m = _mask(mask, a0)
+    m = check_mask(mask, a0)
     a0, b0 = convert_channels(a0, 1), convert_channels(b0, 1)
     scores, counts = 0, 0
     for (a, va), (b, _) in zip(laplacian_bands(a0, levels, m), laplacian_bands(b0, levels, m)):
@@ -204,7 +204,7 @@ def illumination_uniformity(x: torch.Tensor, # (B,C,H,W) or (C,H,W) image, value
                            ) -> torch.Tensor:
     "1 - coefficient of variation of patch-mean luminance inside the mask, per image: (B,) or 0-d."
     check_image(x); xb, added = as_batch(x)
-    m = _mask(mask, xb)
+    m = check_mask(mask, xb)
     H, W = xb.shape[-2:]
     p = max(1, min(H, W) // 8) if patch is None else patch
     if int(p) != p or p < 1: raise ValueError(f"patch: expected a positive integer, got {patch}")
@@ -248,9 +248,9 @@ def ccm_snr(x: torch.Tensor, # (B,C,H,W) or (C,H,W) CCM image, values in [0,1]; 
            ) -> torch.Tensor:
     "Nerve SNR: max nerve intensity² / background-band variance, in dB; per image (B,) or 0-d; NaN if undefined."
     check_image(x); xb, added = as_batch(x)
-    nerves = _mask(nerve_mask, xb, "nerve_mask", allow_empty=True)
+    nerves = check_mask(nerve_mask, xb, "nerve_mask", allow_empty=True)
     bg = background_band(nerves, band)
-    if fov is not None: bg = bg & _mask(fov, xb, "fov")
+    if fov is not None: bg = bg & check_mask(fov, xb, "fov")
     lum = convert_channels(xb, 1).double()
     peak = torch.where(nerves, lum, -torch.inf).amax((1, 2, 3))
     n = bg.sum((1, 2, 3))
@@ -269,7 +269,7 @@ def _seg_inputs(pred, mask, fov, names=("pred", "mask")):
     added = pred.ndim == 3
     p, t = (pred[None], mask[None]) if added else (pred, mask)
     t = t if t.dtype == torch.bool else t > 0.5
-    f = _mask(fov, p.float(), "fov")
+    f = check_mask(fov, p.float(), "fov")
     return p, t, (torch.ones_like(t[:, :1]) if f is None else f), added
 
 def _overlap(pred, mask, threshold, fov, iou_: bool):

@@ -11,17 +11,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from . import __version__
-from .io import _atomic_write
-from .core import check_image, as_batch, unbatch, to_signed, pad_to_multiple, crop_to, get_device
+from .io import atomic_write
+from .core import check_image, as_batch, unbatch, to_signed, pad_to_multiple, crop_to, get_device, method_of
 from .vnm import VariationalNorm, VNMBlock, AdaLIN
 from .degrade import estimate_fov, fov_mask
 
 # %% auto #0
-__all__ = ['PRESETS', 'VARIANTS', 'RELEASED_PARAMS', 'FOV_MODES', 'FOV_COVER', 'AUTO_SCALE_ABOVE', 'CKPT_FORMATS',
+__all__ = ['PRESETS', 'VARIANTS', 'RELEASED_PARAMS', 'FOV_MODES', 'FOV_COVER', 'AUTO_SCALE_ABOVE', 'CKPT_FORMATS', 'pad_input',
            'GuidanceEncoder', 'GuidanceDecoder', 'GuidanceAutoencoder', 'freeze', 'unfreeze',
-           'pretrain_guidance_encoder', 'GenOutput', 'Generator', 'Discriminator', 'Segmenter', 'resolve_config',
-           'HQGNet', 'mean_guidance_code', 'encode_tiled', 'count_params', 'estimate_macs', 'model_summary',
-           'bench_generator']
+           'pretrain_guidance_encoder', 'GenOutput', 'Generator', 'Discriminator', 'Segmenter', 'make_generator',
+           'resolve_config', 'HQGNet', 'mean_guidance_code', 'encode_tiled', 'newer_version_note', 'count_params',
+           'estimate_macs', 'model_summary', 'bench_generator']
 
 # %% ../nbs/06_networks.ipynb #8cf6d8a9
 def _norm(kind: str, c: int) -> nn.Module:
@@ -48,7 +48,7 @@ def _sn(m: nn.Module, on: bool) -> nn.Module:
     m = _he(m)
     return nn.utils.parametrizations.spectral_norm(m) if on else m
 
-def _pad_input(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+def pad_input(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
     "Pad (B,C,H,W) to a multiple of `multiple` and to at least 2*multiple per side; return it and the old (H, W)."
     xp, size = pad_to_multiple(x, multiple)
     ph, pw = max(0, 2 * multiple - xp.shape[-2]), max(0, 2 * multiple - xp.shape[-1])
@@ -311,7 +311,7 @@ class Generator(nn.Module):
     def content_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         "The encoder's feature maps of a (B,C,H,W) image in [0,1] (padded size), for feature-level losses."
         check_image(x, "x", ndim=4, channels=(self.in_channels,))
-        return self.encode(_pad_input(x, self.multiple)[0])[0]
+        return self.encode(pad_input(x, self.multiple)[0])[0]
 
     def forward(self, x_lq: torch.Tensor, # (B,C,H,W) in [0,1], any H, W
                 v_z: torch.Tensor, # (B,code_hq) or (1,code_hq) guidance code
@@ -319,7 +319,7 @@ class Generator(nn.Module):
                 generator: torch.Generator | None = None, # RNG for the VNM noise
                ) -> GenOutput:
         check_image(x_lq, "x_lq", ndim=4, channels=(self.in_channels,))
-        xp, size = _pad_input(x_lq, self.multiple)
+        xp, size = pad_input(x_lq, self.multiple)
         feats, v_y = self.encode(xp)
         out = self.decode(feats, v_y, v_z, temperature, generator, xp)
         return GenOutput(crop_to(out.x_enh, size), out.kl)
@@ -372,7 +372,7 @@ class Segmenter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image(x, "x", ndim=4, channels=(self.in_channels,))
-        xp, size = _pad_input(x, 2 ** self.depth)
+        xp, size = pad_input(x, 2 ** self.depth)
         skips, h = [], to_signed(xp)
         for i, blk in enumerate(self.enc):
             h = blk(h if i == 0 else F.avg_pool2d(h, 2)); skips.append(h)
@@ -394,7 +394,7 @@ PRESETS = {
 VARIANTS = {"hqg": "vnm", "deterministic": "deterministic", "official": "adain", "hqg-official": "adain"}
 RELEASED_PARAMS = {"gen": 36.5e6, "disc": 26.1e6, "enc_hq": 26.1e6}  # the authors' released code (counted from its model files)
 
-def _make_generator(in_channels: int, c: dict) -> Generator:
+def make_generator(in_channels: int, c: dict) -> Generator:
     "The generator of a resolved config `c` (see `resolve_config`)."
     return Generator(in_channels, c["gen_base"], c["gen_depth"], c["gen_max_width"], c["gen_blocks"],
                      c["gen_bottleneck_blocks"], c["gen_norm"], c["code_lq"], c["code_hq"], c["latent"],
@@ -442,7 +442,7 @@ class HQGNet(nn.Module):
             self.model_config["train_side"] = train_side  # kept only when set
         c = self.cfg = resolve_config(size, variant, **overrides)
         self.in_channels, self.freeze_guidance = in_channels, freeze_guidance
-        self.gen = _make_generator(in_channels, c)
+        self.gen = make_generator(in_channels, c)
         self.disc = Discriminator(in_channels, c["disc_base"], c["disc_depth"], c["disc_max_width"], c["spectral_norm"])
         self.enc_hq = GuidanceEncoder(in_channels, c["enc_base"], c["enc_depth"], c["enc_max_width"], c["code_hq"])
         self.seg = Segmenter(in_channels, 1, c["seg_base"], c["seg_depth"], c["seg_max_width"]) if with_seg else None
@@ -489,15 +489,6 @@ class HQGNet(nn.Module):
     @property
     def has_default_guidance(self) -> bool: return not bool(torch.isnan(self.default_code).any())
 
-def _method_of(cls):
-    "Attach `_name` as method `name` of `cls` (keeps export cells short; the module keeps only the private name)."
-    def deco(f):
-        name = f.__name__.lstrip("_")
-        f.__name__, f.__qualname__ = name, f"{cls.__name__}.{name}"
-        setattr(cls, name, f)
-        return f
-    return deco
-
 # %% ../nbs/06_networks.ipynb #24bad152
 @torch.no_grad()
 def mean_guidance_code(net: HQGNet, images) -> torch.Tensor:
@@ -522,7 +513,7 @@ def encode_tiled(enc: nn.Module, # a guidance encoder: (B,C,h,w) -> (B, D)
     w = torch.where(lit.any(1, keepdim=True), lit, torch.ones_like(lit)).to(codes.dtype)
     return (codes * w[..., None]).sum(1) / w.sum(1, keepdim=True)
 
-@_method_of(HQGNet)
+@method_of(HQGNet)
 def _encode_guidance(self: HQGNet, x_hq: torch.Tensor, # (B,C,H,W) or (C,H,W) HQ image(s) in [0,1]
                    ) -> torch.Tensor: # (B, code_dim)
     "Guidance code v_z of HQ image(s), at the training scale when `guide_tile` is set (grads follow the caller)."
@@ -531,7 +522,7 @@ def _encode_guidance(self: HQGNet, x_hq: torch.Tensor, # (B,C,H,W) or (C,H,W) HQ
     check_image(x, "guidance", ndim=4, channels=(self.in_channels,), finite=True)
     return encode_tiled(self.enc_hq, x.to(self.device), self.guide_tile)
 
-@_method_of(HQGNet)
+@method_of(HQGNet)
 def _set_default_guidance(self: HQGNet, images, # (N,C,H,W) / (C,H,W) tensor, or a list of such images
                         ) -> torch.Tensor: # the stored (1, code_dim) code
     "Store the mean guidance code of `images` as the default for `enhance` (kept in the state dict)."
@@ -544,7 +535,7 @@ def _set_default_guidance(self: HQGNet, images, # (N,C,H,W) / (C,H,W) tensor, or
 # %% ../nbs/06_networks.ipynb #fa8ca574
 FOV_COVER = 0.95  # fov="auto" leaves an image alone when its estimated field of view covers at least this share
 
-@_method_of(HQGNet)
+@method_of(HQGNet)
 def _fov_mask(self: HQGNet, x_lq: torch.Tensor, # (B,C,H,W) or (C,H,W) LQ image(s) in [0,1]
               fov=None, # None: the model's `fov`; "auto", "none" or False, or a mask (H,W), (1,H,W), (B,1,H,W)
              ) -> torch.Tensor | None: # bool (B|1,1,H,W) on x_lq's device (False: set to 0), or None: no masking
@@ -560,6 +551,7 @@ def _fov_mask(self: HQGNet, x_lq: torch.Tensor, # (B,C,H,W) or (C,H,W) LQ image(
     raise ValueError(f"fov: expected None, 'auto', 'none', False or a mask tensor, got {mode!r}")
 
 # %% ../nbs/06_networks.ipynb #888d9a8c
+@method_of(HQGNet)
 def _lq_batch(self: HQGNet, x_lq: torch.Tensor) -> tuple[torch.Tensor, bool]:
     "`x_lq` checked as `enhance` takes it (H, W >= min_size, channels, finite values) as a batch; and whether one was added."
     check_image(x_lq, "x_lq", channels=None, min_size=self.min_size)  # first: names the shape as given and the minimum
@@ -569,7 +561,7 @@ def _lq_batch(self: HQGNet, x_lq: torch.Tensor) -> tuple[torch.Tensor, bool]:
 
 AUTO_SCALE_ABOVE = 1.5  # scale="auto" works at the training scale when the short side is > this x train_side
 
-@_method_of(HQGNet)
+@method_of(HQGNet)
 def _enhance_scale(self: HQGNet, *shape, scale="auto") -> float:
     "The factor `enhance(x, scale=scale)` works at for an x of `shape` (…, H, W); 1 = native. Checks `scale`."
     side = min(shape[-2:])
@@ -582,7 +574,7 @@ def _enhance_scale(self: HQGNet, *shape, scale="auto") -> float:
         raise ValueError(f"scale: expected 'auto', 'none' or a factor in (0, 1], got {scale!r}")
     return max(float(scale), self.min_size / side)
 
-@_method_of(HQGNet)
+@method_of(HQGNet)
 def _downscale(self: HQGNet, x: torch.Tensor, f: float) -> torch.Tensor:
     "(B,C,H,W) `x` area-downsampled by `f` (each side kept >= min_size); `x` itself when f == 1."
     return x if f == 1 else F.interpolate(x, size=[max(self.min_size, round(s * f)) for s in x.shape[-2:]], mode="area")
@@ -594,7 +586,9 @@ def _scaled(self: HQGNet, x: torch.Tensor, f: float, run) -> torch.Tensor:
     corr = F.interpolate(lg(run(small)) - lg(small), size=x.shape[-2:], mode="bilinear", align_corners=False)
     return torch.sigmoid(lg(x) + corr)
 
+@method_of(HQGNet)
 def _resolve_code(self: HQGNet, guidance, code, batch: int) -> torch.Tensor:
+    "The (batch, code_dim) guidance code of `enhance`: from guide images or a path, a given code, or the default guide."
     if guidance is not None and code is not None: raise ValueError("pass either guidance= (images) or code=, not both")
     if isinstance(guidance, (str, os.PathLike)):
         raise TypeError(f"guidance: expected HQ image tensor(s), got the path {str(guidance)!r}; read it with "
@@ -612,7 +606,7 @@ def _resolve_code(self: HQGNet, guidance, code, batch: int) -> torch.Tensor:
         raise ValueError(f"guidance/code: expected batch 1 or {batch} (as x_lq), got {code.shape[0]}")
     return code.to(self.device)
 
-@_method_of(HQGNet)
+@method_of(HQGNet)
 @torch.no_grad()
 def _enhance(self: HQGNet, x_lq: torch.Tensor, # (B,C,H,W) or (C,H,W) LQ image(s) in [0,1], H, W >= min_size
             guidance: torch.Tensor | None = None, # HQ guidance image(s): batch B or 1 (broadcast)
@@ -623,11 +617,11 @@ def _enhance(self: HQGNet, x_lq: torch.Tensor, # (B,C,H,W) or (C,H,W) LQ image(s
             scale="auto", # "auto": large images at the training scale (see below); "none": native; or a factor
            ) -> torch.Tensor: # enhanced image(s), same shape (and device) as x_lq, in [0,1]
     "Enhance LQ image(s) with guidance images, a guidance code, or the default guidance (eval mode, no grad)."
-    x, added = _lq_batch(self, x_lq)
+    x, added = self.lq_batch(x_lq)
     if temperature < 0: raise ValueError(f"temperature: expected a value >= 0, got {temperature}")
     m = self.fov_mask(x, fov)  # checked before the generator runs
     f = self.enhance_scale(*x.shape, scale=scale)
-    v_z = _resolve_code(self, guidance, code, x.shape[0])
+    v_z = self.resolve_code(guidance, code, x.shape[0])
     was = self.training; self.eval()
     run = lambda t: self.gen(t, v_z, temperature, generator).x_enh
     try: x_enh = run(x.to(self.device)) if f == 1.0 else _scaled(self, x.to(self.device), f, run)
@@ -636,16 +630,16 @@ def _enhance(self: HQGNet, x_lq: torch.Tensor, # (B,C,H,W) or (C,H,W) LQ image(s
     return unbatch(x_enh if m is None else x_enh.masked_fill(~m.to(x_enh.device), 0.0), added)
 
 # %% ../nbs/06_networks.ipynb #dca8f155
-@_method_of(HQGNet)
+@method_of(HQGNet)
 def _checkpoint_dict(self: HQGNet) -> dict:
     "{'model': state_dict, 'model_config': constructor arguments, 'hqg_version': version}."
     return {"model": self.state_dict(), "model_config": dict(self.model_config), "hqg_version": __version__}
 
-@_method_of(HQGNet)
+@method_of(HQGNet)
 def _save_checkpoint(self: HQGNet, path: str | os.PathLike) -> Path:
     "Write `checkpoint_dict()` to `path` atomically (hqg.io's temporary file, fsync, os.replace); returns the path."
     path = Path(path)  # torch.save into a file object: a full disk raises OSError(ENOSPC) naming the path
-    _atomic_write(path, lambda f: torch.save(self.checkpoint_dict(), f))
+    atomic_write(path, lambda f: torch.save(self.checkpoint_dict(), f))
     return path
 
 CKPT_FORMATS = (None, "hqg-model", "hqg-train")  # "format" values from_checkpoint reads (None: save_checkpoint's files)
@@ -655,7 +649,7 @@ def _version(v) -> tuple[int, ...]:
     m = re.match(r"\s*v?(\d+(?:\.\d+)*)", str(v))
     return tuple(int(p) for p in m.group(1).split(".")) if m else ()
 
-def _newer_note(ckpt: dict) -> str:
+def newer_version_note(ckpt: dict) -> str:
     "' (written by hqg X, newer than this hqg Y: ...)' when the checkpoint comes from a newer hqg, else ''."
     v = ckpt.get("hqg_version")
     if _version(v) <= _version(__version__): return ""
@@ -673,13 +667,13 @@ def _from_checkpoint(cls, path: str | os.PathLike, map_location="cpu") -> HQGNet
         got = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f"{path}: not an hqg model checkpoint: expected a dict with keys {list(keys)}, got {got}")
     if ckpt.get("format") not in CKPT_FORMATS:
-        raise ValueError(f"{path}: unknown checkpoint format {ckpt['format']!r}{_newer_note(ckpt)}; this hqg reads "
+        raise ValueError(f"{path}: unknown checkpoint format {ckpt['format']!r}{newer_version_note(ckpt)}; this hqg reads "
                          f"{[f for f in CKPT_FORMATS if f]} (or no format key)")
     try:
         net = cls(**ckpt["model_config"])
         net.load_state_dict(ckpt["model"])
     except (TypeError, ValueError, RuntimeError) as e:
-        raise ValueError(f"{path}: checkpoint does not fit its model_config{_newer_note(ckpt)}: {str(e)[:300]}") from e
+        raise ValueError(f"{path}: checkpoint does not fit its model_config{newer_version_note(ckpt)}: {str(e)[:300]}") from e
     return net.to(map_location) if isinstance(map_location, (str, torch.device)) else net
 
 HQGNet.from_checkpoint = classmethod(_from_checkpoint)
@@ -742,7 +736,7 @@ def bench_generator(size: str = "tiny", # preset name
                    ) -> dict:
     "Median forward and forward+backward times (ms) of a freshly built generator, with its size."
     dev = get_device(device)
-    gen = _make_generator(in_channels, resolve_config(size, variant)).to(dev)
+    gen = make_generator(in_channels, resolve_config(size, variant)).to(dev)
     x = torch.rand(batch, in_channels, image_size, image_size, device=dev)
     code = torch.randn(batch, gen.code_hq, device=dev)
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)

@@ -863,7 +863,7 @@ def _sweep_sets(d: dict, src: str) -> tuple[list[dict], list[str]]:
         raise ValueError(f"{src}: runs: expected a non-empty list of parameter mappings, got {runs!r}")
     return [{**fixed, **r} for r in runs], list(dict.fromkeys(k for r in runs for k in r))
 
-def _fmt(v) -> str:
+def _summary_cell(v) -> str:
     s = f"{v:.4g}" if isinstance(v, float) else str(v)
     return s.replace("|", "\\|").replace("\n", " ")[:120]
 
@@ -873,7 +873,7 @@ def _write_summary(rows: list[dict], out: Path) -> tuple[Path, Path]:
     while md.exists() or cs.exists():
         k += 1; md, cs = out / f"sweep_summary-{k}.md", out / f"sweep_summary-{k}.csv"
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
+    lines += ["| " + " | ".join(_summary_cell(r.get(c, "")) for c in cols) + " |" for r in rows]
     md.write_text("\n".join(lines) + "\n", encoding="utf-8")
     with open(cs, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=cols, restval=""); w.writeheader(); w.writerows(rows)

@@ -21,9 +21,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from . import __version__
 from .core import check_image, get_device
-from .io import write_image, _atomic_write
+from .io import write_image, atomic_write
 from .data import make_loader, set_loader_epoch, seeded_generator
-from .networks import HQGNet, freeze, count_params, _method_of, encode_tiled, _newer_note
+from .networks import HQGNet, freeze, count_params, method_of, encode_tiled, newer_version_note
 from .losses import HQGLoss, TERM_NAMES, gan_loss_d, r1_penalty
 
 # %% auto #0
@@ -111,7 +111,7 @@ def _plain(obj, where: str = "config"):
 def save_atomic(obj, path: str | os.PathLike) -> Path:
     "`torch.save(obj)` to a temporary file next to `path`, fsync, then `os.replace`; returns the path."
     path = Path(path)
-    _atomic_write(path, lambda f: torch.save(obj, f))  # hqg.io's writer: errors name the file, the old one stays
+    atomic_write(path, lambda f: torch.save(obj, f))  # hqg.io's writer: errors name the file, the old one stays
     if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
         fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
         try: os.fsync(fd)
@@ -144,9 +144,9 @@ def check_checkpoint(ckpt, # a loaded checkpoint
     if not isinstance(ckpt, dict) or fmt != CKPT_FORMAT:
         got = (f"format={fmt!r}" if fmt is not None else f"keys {sorted(map(str, ckpt))[:8]}") if isinstance(ckpt, dict) \
               else type(ckpt).__name__
-        note = _newer_note(ckpt) if isinstance(ckpt, dict) else ""
+        note = newer_version_note(ckpt) if isinstance(ckpt, dict) else ""
         raise ValueError(f"{src}: not an hqg training checkpoint{note}: expected a dict with format={CKPT_FORMAT!r}, got {got}")
-    if _newer_note(ckpt):
+    if newer_version_note(ckpt):
         v = ckpt["hqg_version"]
         raise ValueError(f"{src}: written by hqg {v}, newer than this hqg {__version__}; resume it with hqg {v} or newer "
                          "(an older hqg may not restore all of its training state)")
@@ -313,24 +313,24 @@ def _loop_device(device, rank: int, world: int) -> torch.device:
 # %% ../nbs/08_training.ipynb #b0651736
 _DDP_ARGS = set(inspect.signature(DistributedDataParallel.__init__).parameters)
 
-@_method_of(Loop)
+@method_of(Loop)
 def _autocast(self: Loop):
     "bf16 autocast on the loop's device when `amp` (on CUDA only), else a no-op context."
     return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else nullcontext()
 
-@_method_of(Loop)
+@method_of(Loop)
 def _to_device(self: Loop, x: torch.Tensor) -> torch.Tensor:
     "`x` on the loop's device (channels_last when the loop uses it)."
     x = x.to(self.device, non_blocking=True)
     return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-@_method_of(Loop)
+@method_of(Loop)
 def _broadcast(self: Loop, module: nn.Module) -> None:
     "Under DDP: every rank takes rank 0's parameters and buffers (an identical start); else nothing."
     if self.world_size > 1:
         for t in module.state_dict().values(): dist.broadcast(t, 0)
 
-@_method_of(Loop)
+@method_of(Loop)
 def _wrap(self: Loop, module: nn.Module) -> nn.Module:
     "Under DDP: `module` in DistributedDataParallel (buffers not re-broadcast each forward); else `module` itself."
     if self.world_size == 1: return module
@@ -338,7 +338,7 @@ def _wrap(self: Loop, module: nn.Module) -> nn.Module:
     return DistributedDataParallel(module, device_ids=[self.device.index] if self.device.type == "cuda" else None, **no_sync)
 
 # %% ../nbs/08_training.ipynb #fa2d7527
-@_method_of(Loop)
+@method_of(Loop)
 def _guard(self: Loop, terms: dict[str, torch.Tensor], # name -> scalar loss term (with or without graph)
            weights: dict[str, float], # name -> its weight in the total (missing: 1)
           ) -> torch.Tensor: # the detached terms, averaged over DDP ranks
@@ -358,7 +358,7 @@ def _guard(self: Loop, terms: dict[str, torch.Tensor], # name -> scalar loss ter
     return vec
 
 # %% ../nbs/08_training.ipynb #ac2f0624
-@_method_of(Loop)
+@method_of(Loop)
 def _fixed_items(self: Loop, n: int, key: str) -> torch.Tensor:
     "Images `key` of the first n dataset items, read at epoch 0 (the same whenever they are read)."
     ds = self.dataset
@@ -374,7 +374,7 @@ def check_batch(batch) -> None:
         got = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
         raise ValueError(f"batch: expected a dict with 'lq' and 'hq' images (an UnpairedDataset batch), got {got}")
 
-@_method_of(Loop)
+@method_of(Loop)
 def _train_step(self: Loop, batch: dict, # a loader batch with "lq" and "hq"
                ) -> dict[str, torch.Tensor]: # the step's terms (detached)
     "The method's step, then the loop's part: note the learning rates, step the schedules, count the step, update the EMA."
@@ -423,7 +423,7 @@ def _write_metrics(loop: Loop, row: dict) -> None:
         w.writerow(row)
 
 # %% ../nbs/08_training.ipynb #a2e3ce4a
-@_method_of(Loop)
+@method_of(Loop)
 def _fit(self: Loop, max_steps: int | None = None, # total steps to reach (None: the constructor's)
          *, checkpoint: bool = True, # write last.pt at the end (and every ckpt_every steps)
         ) -> dict: # the last logged row
@@ -462,7 +462,7 @@ def _fit(self: Loop, max_steps: int | None = None, # total steps to reach (None:
     return dict(self.last_metrics)
 
 # %% ../nbs/08_training.ipynb #cc4b22ae
-@_method_of(Loop)
+@method_of(Loop)
 @torch.no_grad()
 def _write_samples(self: Loop, path: str | os.PathLike | None = None, # default: samples/step_XXXXXX.png
                   ) -> Path | None: # the PNG (None on ranks > 0)
@@ -474,7 +474,7 @@ def _write_samples(self: Loop, path: str | os.PathLike | None = None, # default:
     path = Path(path) if path else self.run_dir / "samples" / f"step_{self.step:06d}.png"
     return write_image(path, sample_grid(*(c.float() for c in cols)))
 
-@_method_of(Loop)
+@method_of(Loop)
 @torch.no_grad()
 def _validate(self: Loop) -> dict[str, float]: # val_<metric> (EMA output) and val_<metric>_lq (input)
     "Score the step's `enhance` (EMA net) on `val_set`; empty on ranks > 0."
@@ -492,7 +492,7 @@ def _validate(self: Loop) -> dict[str, float]: # val_<metric> (EMA output) and v
     return {**{f"val_{k}": v / n for k, v in sums.items()}, **self._val_lq}
 
 # %% ../nbs/08_training.ipynb #f4fb72da
-@_method_of(Loop)
+@method_of(Loop)
 def _checkpoint_dict(self: Loop) -> dict:
     "The full training state as a weights_only-loadable dict: the step's part + EMA, schedules, RNG, data position."
     ts = {**self.step_fn.state_dict(), "gen_ema": self.ema.state_dict() if self.ema is not None else {},
@@ -504,7 +504,7 @@ def _checkpoint_dict(self: Loop) -> dict:
             "hqg_version": __version__, "torch_version": str(torch.__version__), "step": self.step,
             "config": self.config, "metrics": _plain(self.last_metrics), "train_state": ts}
 
-@_method_of(Loop)
+@method_of(Loop)
 def _save_checkpoint(self: Loop, path: str | os.PathLike | None = None, # default: run_dir/checkpoints/last.pt
                     ) -> Path:
     "Write the full training state atomically (rank 0 only; other ranks return the path without writing)."
@@ -550,10 +550,10 @@ def _truncate_metrics(loop: Loop, step: int) -> None:
         if name.endswith(".jsonl"): keep = [l for l in lines if _row_step(l, json=True) <= step]
         else: keep = lines[:1] + [l for l in lines[1:] if _row_step(l, json=False) <= step]
         if keep != lines:
-            tmp = p.with_name(f".{name}.{os.getpid()}.tmp"); tmp.write_text("".join(keep)); os.replace(tmp, p)
+            atomic_write(p, lambda f: f.write("".join(keep).encode()))
 
 # %% ../nbs/08_training.ipynb #d5856ac0
-@_method_of(Loop)
+@method_of(Loop)
 def _load_state(self: Loop, ckpt: str | os.PathLike | dict, # a checkpoint path or `checkpoint_dict()`
                ) -> Loop:
     "Resume from a checkpoint into this (freshly built) loop: the step's nets and optimizers, EMA, schedules, RNG, data position."
@@ -633,7 +633,7 @@ class HQGStep(Step):
     def __repr__(self): return f"{type(self).__name__}(gen={count_params(self.gen) / 1e6:.2f}M, disc={count_params(self.disc) / 1e6:.2f}M)"
 
 # %% ../nbs/08_training.ipynb #3a915e73
-@_method_of(HQGStep)
+@method_of(HQGStep)
 def _bind(self: HQGStep, loop: Loop) -> None:
     "Nets on the loop's device (train mode, E_g frozen unless fine-tuned), shared across ranks; Adam for G (+E_g) and D."
     w = getattr(self.loss, "weights", {})
@@ -668,7 +668,7 @@ def _call(self: HQGStep, batch: dict, # a loader batch with "lq" and "hq" (and "
 HQGStep.__call__ = _call
 
 # %% ../nbs/08_training.ipynb #9c56186d
-@_method_of(HQGStep)
+@method_of(HQGStep)
 def _generate(self: HQGStep, x_lq: torch.Tensor, # (B,C,H,W) LQ batch on the device
               x_hq: torch.Tensor, # (B,C,H,W) HQ partners: x_hq[i] guides x_lq[i]
              ) -> tuple[torch.Tensor, torch.Tensor]: # x_enh (float32, with graph), kl
@@ -685,7 +685,7 @@ def _generate(self: HQGStep, x_lq: torch.Tensor, # (B,C,H,W) LQ batch on the dev
     self._x_alt = x[len(x_lq):] if alt else None
     return x[:len(x_lq)], out.kl.float()
 
-@_method_of(HQGStep)
+@method_of(HQGStep)
 def _d_step(self: HQGStep, x_hq: torch.Tensor, # (B,C,H,W) real HQ images
             x_enh: torch.Tensor, # (B,C,H,W) enhanced images (detached here)
            ) -> dict[str, torch.Tensor]: # d_adv, d_r1, d_total (detached; mean over DDP ranks)
@@ -704,7 +704,7 @@ def _d_step(self: HQGStep, x_hq: torch.Tensor, # (B,C,H,W) real HQ images
     return dict(zip(terms, vec))
 
 # %% ../nbs/08_training.ipynb #964bc9b0
-@_method_of(HQGStep)
+@method_of(HQGStep)
 def _g_step(self: HQGStep, x_lq: torch.Tensor, x_hq: torch.Tensor, # the step's LQ batch and HQ partners
             x_enh: torch.Tensor, kl: torch.Tensor, # from `generate` (with graph)
             **task, # extra HQGLoss inputs (the bi-level step's seg_logits and mask)
@@ -723,7 +723,7 @@ def _g_step(self: HQGStep, x_lq: torch.Tensor, x_hq: torch.Tensor, # the step's 
     finally: self.disc.train().requires_grad_(True)
     return dict(zip(named, vec))
 
-@_method_of(HQGStep)
+@method_of(HQGStep)
 @torch.no_grad()
 def _begin_guidance(self: HQGStep, batch: dict) -> None:
     "Style statistics of each HQ partner's whole file (cached), when loss.style_target is 'image' or lambda_guide > 0."
@@ -736,10 +736,10 @@ def _begin_guidance(self: HQGStep, batch: dict) -> None:
         if p not in self._style_cache: self._style_cache[p] = style_statistics(read_image(p, channels=self.net.in_channels)[None])[0]
     self._style_files = self.loop.to_device(torch.stack([self._style_cache[p] for p in batch["hq_path"]]))
 
-@_method_of(HQGStep)
+@method_of(HQGStep)
 def _style_from_files(self: HQGStep) -> bool: return getattr(self.loss, "style_target", "crop") == "image"
 
-@_method_of(HQGStep)
+@method_of(HQGStep)
 def _guide_inputs(self: HQGStep) -> dict:
     "The style/guide keyword inputs of the step's HQGLoss call (set by `begin_guidance` and `generate`)."
     files = self._style_files
@@ -747,7 +747,7 @@ def _guide_inputs(self: HQGStep) -> dict:
                 style_files_alt=None if files is None else files.roll(1, 0))
 
 # %% ../nbs/08_training.ipynb #4aa1b870
-@_method_of(HQGStep)
+@method_of(HQGStep)
 @torch.no_grad()
 def _guidance_code(self: HQGStep) -> torch.Tensor:
     "The default guidance: the net's own if it had one, else the mean E_g code of the guide images (see below)."
@@ -758,7 +758,7 @@ def _guidance_code(self: HQGStep) -> torch.Tensor:
     self.net.default_code.copy_(torch.cat(codes).float().mean(0, keepdim=True))
     return self.net.default_code
 
-@_method_of(HQGStep)
+@method_of(HQGStep)
 def _set_guidance_images(self: HQGStep, images, # HQ images whose mean E_g code becomes the default guidance
                         ) -> None:
     "Use `images` ((C,H,W)/(B,C,H,W) tensors of any sizes) for the stored default guide, instead of training crops."
@@ -767,20 +767,20 @@ def _set_guidance_images(self: HQGStep, images, # HQ images whose mean E_g code 
     for x in ims: check_image(x, "guidance image", channels=(self.net.in_channels,))
     self._guidance_images = ims
 
-@_method_of(HQGStep)
+@method_of(HQGStep)
 def _enhance(self: HQGStep, ema: nn.Module, x_lq: torch.Tensor) -> torch.Tensor:
     "The EMA generator under the default guidance at temperature 0 (float32)."
     code = self.guidance_code()
     with self.loop.autocast(): return ema(x_lq, code, 0.0).x_enh.float()
 
-@_method_of(HQGStep)
+@method_of(HQGStep)
 def _sample_columns(self: HQGStep, ema: nn.Module, x_lq: torch.Tensor, x_hq: torch.Tensor) -> list[torch.Tensor]:
     "LQ | guidance (the item's HQ partner) | EMA-enhanced under that guidance (temperature 0)."
     with self.loop.autocast(): x_enh = ema(x_lq, self.enc(x_hq), 0.0).x_enh
     return [x_lq, x_hq, x_enh.float()]
 
 # %% ../nbs/08_training.ipynb #3546edb7
-@_method_of(HQGStep)
+@method_of(HQGStep)
 def _model_state(self: HQGStep, ema: nn.Module) -> dict:
     "HQGNet state dict with the EMA generator in gen.* (and the default guidance code)."
     self.guidance_code()
@@ -788,19 +788,19 @@ def _model_state(self: HQGStep, ema: nn.Module) -> dict:
     sd.update({f"gen.{k}": v for k, v in ema.state_dict().items()})
     return sd
 
-@_method_of(HQGStep)
+@method_of(HQGStep)
 def _state_dict(self: HQGStep) -> dict:
     "The step's part of train_state: G, D, E_g and both optimizers."
     return {"gen": self.gen.state_dict(), "disc": self.disc.state_dict(), "enc_hq": self.enc.state_dict(),
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
 
-@_method_of(HQGStep)
+@method_of(HQGStep)
 def _check_state(self: HQGStep, ckpt: dict, src: str) -> None:
     "ValueError naming `src` unless its train_state holds this step's nets and optimizers."
     missing = [f"train_state.{k}" for k in ("gen", "disc", "enc_hq", "opt_g", "opt_d") if k not in ckpt["train_state"]]
     if missing: raise ValueError(f"{src}: incomplete hqg training checkpoint: missing {missing}")
 
-@_method_of(HQGStep)
+@method_of(HQGStep)
 def _load_state_dict(self: HQGStep, ckpt: dict) -> None:
     "Restore the inference model (default guide, segmenter) and the step's nets and optimizers from a checkpoint."
     self.net.load_state_dict(ckpt["model"])
@@ -808,7 +808,7 @@ def _load_state_dict(self: HQGStep, ckpt: dict) -> None:
     for m, k in ((self.gen, "gen"), (self.disc, "disc"), (self.enc, "enc_hq"), (self.opt_g, "opt_g"), (self.opt_d, "opt_d")):
         m.load_state_dict(ts[k])
 
-@_method_of(HQGStep)
+@method_of(HQGStep)
 def _inference_model(self: HQGStep, ema: nn.Module) -> HQGNet:
     "A new HQGNet (eval mode, on the step's device) holding the EMA generator: what a checkpoint's model is."
     m = HQGNet(**self.net.model_config)

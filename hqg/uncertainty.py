@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from .core import check_image, as_batch, unbatch, convert_channels, crop_to
 from .vnm import VNMBlock, AdaLIN
-from .networks import HQGNet, Generator, _pad_input, _resolve_code, _lq_batch
+from .networks import HQGNet, Generator, pad_input
 
 # %% auto #0
 __all__ = ['CPU_CHUNK_PIXELS', 'sample_seed', 'sample_generator', 'Samples', 'enhance_samples', 'local_contrast',
@@ -162,13 +162,13 @@ def enhance_samples(model: HQGNet, # the model (its `gen`, `enc_hq` and default 
     if chunk is not None: chunk = _check_int(chunk, "chunk", 1)
     if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not temperature >= 0:
         raise ValueError(f"temperature: expected a number >= 0, got {temperature!r}")
-    x, added = _lq_batch(model, x_lq)  # the checks of `enhance`: channels, min_size, finite values
-    v_z = _resolve_code(model, guidance, code, x.shape[0])
+    x, added = model.lq_batch(x_lq)  # the checks of `enhance`: channels, min_size, finite values
+    v_z = model.resolve_code(guidance, code, x.shape[0])
     gen, was = model.gen, model.training
     noise_free = gen.vnm is None or gen.vnm.deterministic or temperature == 0
     model.eval()
     try:
-        xp, size = _pad_input(x.to(model.device), gen.multiple)
+        xp, size = pad_input(x.to(model.device), gen.multiple)
         feats, v_y = gen.encode(xp)
         if noise_free:
             one = crop_to(gen.decode(feats, v_y, v_z, 0.0, None, xp).x_enh, size)

@@ -83,3 +83,15 @@ def test_data_samples_small_and_licensed():
         listed = {e["file"] for e in json.loads(man.read_text())["files"]}
         on_disk = {p.relative_to(man.parent).as_posix() for p in man.parent.rglob("*.png")}
         assert listed == on_disk, f"{man}: manifest and files differ: {sorted(listed ^ on_disk)[:5]}"
+
+
+def test_no_module_imports_another_modules_private_names():
+    "Modules meet at public seams: `from .x import _y` (or `from hqg.x import _y`) across modules is not allowed."
+    import ast
+    bad = []
+    for p in sorted((ROOT / "hqg").glob("*.py")):
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("hqg")):
+                bad += [f"{p.name}:{node.lineno} {a.name}" for a in node.names
+                        if a.name.startswith("_") and a.name != "__version__"]
+    assert not bad, bad
