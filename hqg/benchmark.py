@@ -50,6 +50,17 @@ def _latest_bench(out: Path) -> Path:
     if not runs: raise FileNotFoundError(f"resume: no benchmark under {out} (no */benchmark.json); start one without resume")
     return runs[-1]
 
+def _bench_plan(out, resume: bool, plan: dict) -> tuple[Path, dict]:
+    "The benchmark folder (new, or the newest under `out` on resume) and its plan, written to its benchmark.json."
+    bench = _latest_bench(Path(out)) if resume else new_run_dir(out)
+    if resume:  # the stored plan wins (a plan from before `guides` existed keeps the one passed now)
+        stored = json.loads((bench / "benchmark.json").read_text())
+        plan = {**plan, **{k: stored[k] for k in plan if k in stored}}
+    bench.mkdir(parents=True, exist_ok=True)
+    (bench / "benchmark.json").write_text(json.dumps(plan, indent=1))
+    return bench, plan
+
+# %% ../nbs/13c_benchmark.ipynb #dd591ea3
 def _train_one(cfg, run: Path, device: str) -> float:
     t0 = time.time()
     last = run / "checkpoints" / "last.pt"
@@ -83,6 +94,7 @@ def _job(m: str, s: int, bench: Path, plan: dict, device: str, threads: int | No
     r = _evaluate_one(run / "checkpoints" / "last.pt", plan["data"], ev, device, plan.get("guides"))
     return _row(m, s, float(wp.read_text()) if wp.is_file() else math.nan, r)
 
+# %% ../nbs/13c_benchmark.ipynb #2cb691fa
 def _row_line(row: dict) -> str:
     "One finished run, as the benchmark reports it while it goes."
     return f"{row['method']} seed {row['seed']}: " + ", ".join(f"{k} {row[k]:.4g}" for k in ("psnr", "ssim", "structure") if k in row)
@@ -115,6 +127,7 @@ def _rows(methods: list, seeds: list, bench: Path, plan: dict, device: str, verb
             if not done: _say(rows[-1], verbose)
     return rows
 
+# %% ../nbs/13c_benchmark.ipynb #e42b6882
 def benchmark(methods=DEFAULT_METHODS, # method names (see the table above)
               data: str | Path = "data_samples/fundus", # dataset root with lq/, hq/ and test/lq (+ test/gt)
               *, preset: str = "tiny", # size preset of the learned methods
@@ -136,15 +149,10 @@ def benchmark(methods=DEFAULT_METHODS, # method names (see the table above)
     for m in methods:  # every config is checked before anything is trained
         if m in LEARNED: method_config(m, preset, data=data, seed=0, steps=steps, overrides=overrides)
     if guides is not None: guides = [str(p) for p in guide_paths(guides)]  # checked (and fixed) before training
-    bench = _latest_bench(Path(out)) if resume else new_run_dir(out)
     plan = {"methods": methods, "data": str(data), "preset": preset, "seeds": seeds, "steps": steps,
             "overrides": overrides or {}, "guides": guides}
-    if resume:  # the stored plan wins (a plan from before `guides` existed keeps the one passed now)
-        stored = json.loads((bench / "benchmark.json").read_text())
-        plan = {**plan, **{k: stored[k] for k in plan if k in stored}}
+    bench, plan = _bench_plan(out, resume, plan)
     methods, seeds = plan["methods"], plan["seeds"]
-    bench.mkdir(parents=True, exist_ok=True)
-    (bench / "benchmark.json").write_text(json.dumps(plan, indent=1))
     t_start = time.time()
     todo = [(m, s) for m in methods if m in LEARNED for s in seeds
             if not (bench / "eval" / m / f"seed{s}" / "metrics.json").is_file()]
@@ -188,6 +196,7 @@ def claim_check(summary: dict, ours: str = "hqg", others=("cyclegan", "stillgan"
             lines.append(f"{ours} vs {o}, {_LABELS[k]}: {a:.4g} vs {b:.4g} ({a - b:+.3g}): {verdict}")
     return lines
 
+# %% ../nbs/13c_benchmark.ipynb #be2a523a
 def results_table(summary: dict) -> str:
     "Markdown: one row per method, mean ± std over seeds of each metric (input values on an `input` row)."
     keys = [k for k in _KEYS if any(k in d for d in summary.values())]

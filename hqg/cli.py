@@ -10,8 +10,9 @@ from pathlib import Path
 import hqg
 
 # %% auto #0
-__all__ = ['DEFAULT_MODEL', 'DEMO_STEPS', 'results_table', 'BENCH_IMAGE_SIZE', 'enhance_files', 'export_model',
-           'default_checkpoint', 'score_pairs', 'demo', 'bench_enhance', 'build_parser', 'main', 'bench_large']
+__all__ = ['DEFAULT_MODEL', 'DEMO_STEPS', 'results_table', 'BENCH_IMAGE_SIZE', 'BENCHES', 'SUBCOMMANDS', 'enhance_files',
+           'export_model', 'default_checkpoint', 'score_pairs', 'demo', 'bench_enhance', 'build_parser', 'main',
+           'bench_large']
 
 # %% ../nbs/14_cli.ipynb #fe4f0e26
 from .runs import new_run_dir, NULL_STRINGS
@@ -43,6 +44,68 @@ def _mask_for(src: Path, # a mask image, or a folder of them
                          f"{size[1]}x{size[0]} (width x height)")
     return (m > 0.5 * m.max())[None]  # white (any bit depth) = inside
 
+# %% ../nbs/14_cli.ipynb #a0636a52
+def _input_paths(inputs, output) -> tuple[list[Path], Path]:
+    "The image files of `inputs` (a file, a folder or a list) and the output folder, checked: inputs are never overwritten."
+    from hqg.io import list_images
+    src = Path(inputs) if not isinstance(inputs, list) else None
+    if src is not None and not src.exists(): raise FileNotFoundError(f"{src}: no such file or folder")
+    paths = list_images(src) if src is not None and src.is_dir() else ([src] if src is not None else [Path(p) for p in inputs])
+    if not paths: raise ValueError(f"{src}: no images found (expected .png .jpg .jpeg .bmp .tif .tiff .dcm files)")
+    out = Path(output)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: output folder is a file; expected a folder (it is created if missing)")
+    if any(p.parent.resolve() == out.resolve() for p in paths):
+        raise ValueError(f"{out}: output folder is an input folder; choose another so inputs are never overwritten")
+    return paths, out
+
+def _write_like(out: Path, p: Path, y: torch.Tensor, info) -> Path:
+    "Write `y` as out/<name of p> in p's format and bit depth where the format holds it (DICOM: a 16-bit PNG; else 8 bits)."
+    from hqg.io import write_image
+    name, bits = p.name, info.bits
+    if info.format == "dicom": name, bits = p.stem + ".png", 16
+    fmt = Path(name).suffix.lower()
+    if bits not in (8, 16, 32) or (bits == 16 and fmt not in (".png", ".tif", ".tiff")) or (bits == 32 and fmt not in (".tif", ".tiff")):
+        bits = 8
+    return write_image(out / name, y, bits=bits)
+
+def _write_uncertainty(net, xin: torch.Tensor, m, code, path: Path, n: int, seed: int, scale) -> Path:
+    "The per-pixel std of n variational samples (tau 1) as a float32 TIFF; large images are sampled at the working scale."
+    from hqg.io import write_image
+    from hqg.uncertainty import enhance_samples, uncertainty_map
+    f = net.enhance_scale(*xin[None].shape, scale=scale)
+    u = uncertainty_map(enhance_samples(net, net.downscale(xin[None], f), code=code, n=n, temperature=1.0, seed=seed).std)
+    if f != 1: u = torch.nn.functional.interpolate(u, size=xin.shape[-2:], mode="bilinear", align_corners=False)
+    u = u[0] if m is None else u[0] * m[0]  # 0 outside the FOV
+    return write_image(path, u.cpu(), bits=32)
+
+# %% ../nbs/14_cli.ipynb #68aeb430
+class _Skip(Exception): "An input that `enhance_files` skips (the message says why)."
+
+def _prepare_input(net, p: Path, dev, mode, masks) -> tuple:
+    "(image as read, its ImageInfo, the image on `dev` in the model's channels, its FOV mask or None); _Skip saying why not."
+    from hqg.io import read_image, image_info, ImageReadError
+    from hqg.core import convert_channels
+    try: info = image_info(p); x = read_image(p)
+    except (ImageReadError, OSError) as e: raise _Skip(str(e)) from e
+    if min(x.shape[-2:]) < net.min_size:
+        raise _Skip(f"image is {x.shape[-1]}x{x.shape[-2]} pixels (width x height); this model needs at "
+                    f"least {net.min_size}x{net.min_size} (HQGNet.min_size)")
+    xin = convert_channels(x, net.in_channels).to(dev)
+    try: m = net.fov_mask(xin, mode) if isinstance(mode, str) else _mask_for(mode, p, x.shape[-2:], masks).to(dev)
+    except (ImageReadError, OSError, ValueError) as e: raise _Skip(str(e)) from e
+    return x, info, xin, m
+
+def _guide_code(net, guidance, dev):
+    "The guidance code of `guidance` (None: the model's default, which must exist); errors name the guide."
+    try: code = guidance_code(net, guidance, dev)
+    except ValueError as e:  # e.g. a guide smaller than net.min_guide_size: say which file or folder
+        if str(guidance) in str(e): raise
+        raise ValueError(f"{guidance}: {e}") from e
+    if code is None and not net.has_default_guidance:
+        raise ValueError("the checkpoint has no default guidance code; pass --guidance IMAGE|FOLDER")
+    return code
+
 # %% ../nbs/14_cli.ipynb #97922837
 from .evaluate import guidance_code  # re-exported: `hqg.cli.guidance_code` is used by notebooks
 
@@ -59,64 +122,29 @@ def enhance_files(net, # an HQGNet (e.g. `HQGNet.from_checkpoint(path)`)
                   scale="auto", # "auto": large images at the training scale (HQGNet.enhance), "none", or a factor
                  ) -> tuple[list[Path], list[tuple[Path, str]]]:
     "Enhance image files; return (written paths, [(failed path, reason)]). Never overwrites an input."
-    from hqg.io import read_image, write_image, list_images, image_info, ImageReadError
+    from hqg.io import list_images
     from hqg.core import get_device, convert_channels
     from hqg.degrade import estimate_fov
     if isinstance(uncertainty, bool) or not isinstance(uncertainty, int) or uncertainty == 1 or uncertainty < 0:
         raise ValueError(f"uncertainty: expected 0 (off) or a number of samples >= 2, got {uncertainty!r}")
     dev = get_device(device); net = net.to(dev).eval()
-    src = Path(inputs) if not isinstance(inputs, list) else None
-    if src is not None and not src.exists(): raise FileNotFoundError(f"{src}: no such file or folder")
-    paths = list_images(src) if src is not None and src.is_dir() else ([src] if src is not None else [Path(p) for p in inputs])
-    if not paths: raise ValueError(f"{src}: no images found (expected .png .jpg .jpeg .bmp .tif .tiff .dcm files)")
-    out = Path(output)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"{out}: output folder is a file; expected a folder (it is created if missing)")
-    if any(p.parent.resolve() == out.resolve() for p in paths):
-        raise ValueError(f"{out}: output folder is an input folder; choose another so inputs are never overwritten")
+    paths, out = _input_paths(inputs, output)
     net.enhance_scale(1, 1, 64, 64, scale=scale)  # checks `scale` before any file is read
     mode = _fov_source(net, fov)
     masks = {q.stem: q for q in list_images(mode)} if isinstance(mode, Path) and mode.is_dir() else None
-    try: code = guidance_code(net, guidance, dev)
-    except ValueError as e:  # e.g. a guide smaller than net.min_guide_size: say which file or folder
-        if str(guidance) in str(e): raise
-        raise ValueError(f"{guidance}: {e}") from e
-    if code is None and not net.has_default_guidance:
-        raise ValueError("the checkpoint has no default guidance code; pass --guidance IMAGE|FOLDER")
+    code = _guide_code(net, guidance, dev)
     gen = torch.Generator(device=dev).manual_seed(seed)
     written, failed = [], []
     for p in paths:
-        try:
-            info = image_info(p); x = read_image(p)
-        except (ImageReadError, OSError) as e:
-            failed.append((p, str(e))); continue
-        if min(x.shape[-2:]) < net.min_size:
-            failed.append((p, f"image is {x.shape[-1]}x{x.shape[-2]} pixels (width x height); this model needs at "
-                              f"least {net.min_size}x{net.min_size} (HQGNet.min_size)")); continue
-        xin = convert_channels(x, net.in_channels).to(dev)
-        try: m = net.fov_mask(xin, mode) if isinstance(mode, str) else _mask_for(mode, p, x.shape[-2:], masks).to(dev)
-        except (ImageReadError, OSError, ValueError) as e:
-            failed.append((p, str(e))); continue
+        try: x, info, xin, m = _prepare_input(net, p, dev, mode, masks)
+        except _Skip as e: failed.append((p, str(e))); continue
         y = net.enhance(xin[None], code=code, temperature=temperature, generator=gen, fov="none" if m is None else m,
                         scale=scale)[0]
         if keep_fov and x.shape[0] == 3 and (keep_fov is True or m is None):  # copy the input's border
             f = estimate_fov(xin) if m is None else m[0]
             if keep_fov is True or f.float().mean() < 0.95: y = torch.where(f, y, xin)
-        y = convert_channels(y.cpu(), info.channels)
-        name, bits = p.name, info.bits
-        if info.format == "dicom": name, bits = p.stem + ".png", 16
-        fmt = Path(name).suffix.lower()
-        if bits not in (8, 16, 32) or (bits == 16 and fmt not in (".png", ".tif", ".tiff")) or (bits == 32 and fmt not in (".tif", ".tiff")):
-            bits = 8
-        written.append(write_image(out / name, y, bits=bits))
-        if uncertainty:
-            from hqg.uncertainty import enhance_samples, uncertainty_map
-            f = net.enhance_scale(*xin[None].shape, scale=scale)  # large images: sampled at the working scale
-            u = uncertainty_map(enhance_samples(net, net.downscale(xin[None], f), code=code, n=uncertainty,
-                                                temperature=1.0, seed=seed).std)
-            if f != 1: u = torch.nn.functional.interpolate(u, size=xin.shape[-2:], mode="bilinear", align_corners=False)
-            u = u[0] if m is None else u[0] * m[0]  # 0 outside the FOV
-            write_image(out / f"{Path(name).stem}_uncertainty.tif", u.cpu(), bits=32)
+        written.append(_write_like(out, p, convert_channels(y.cpu(), info.channels), info))
+        if uncertainty: _write_uncertainty(net, xin, m, code, out / f"{written[-1].stem}_uncertainty.tif", uncertainty, seed, scale)
     return written, failed
 
 # %% ../nbs/14_cli.ipynb #f41a0af6
@@ -179,6 +207,7 @@ def _grid(lq_dir, enh_dir, gt_dir, rows, path):
             axes[i, j].set_title(t, fontsize=8); axes[i, j].axis("off")
     fig.tight_layout(); fig.savefig(path, dpi=80); plt.close(fig)
 
+# %% ../nbs/14_cli.ipynb #c0ce616e
 def demo(data: str | Path = "data_samples", # the shipped samples (uses data/fundus)
          out: str | Path = "runs/demo", # parent of the run folder
          max_steps: int = DEMO_STEPS, # training steps (the `tiny` preset's other settings are kept)
@@ -211,7 +240,7 @@ def demo(data: str | Path = "data_samples", # the shipped samples (uses data/fun
     print(table)
     return run
 
-# %% ../nbs/14_cli.ipynb #bcc6e569
+# %% ../nbs/14_cli.ipynb #5a551744
 def _cmd_samples(a):
     from hqg.samples import make_samples
     counts = make_samples(a.out, sets=tuple(a.sets), seed=a.seed)
@@ -239,41 +268,52 @@ def bench_enhance(checkpoint: str | Path | None = None, # model file (default: t
     if verbose: print(f"enhance on {dev}: {image_size}px images, {res['images_per_s']:.1f} images/s")
     return res
 
-def _cmd_bench(a):
-    if a.what == "wavelets":
-        from hqg.wavelets import bench_wavelets
-        bench_wavelets(batch=a.batch or 8, channels=3, size=a.image_size or 384, wavelet=a.wavelet, level=a.level,
-                       repeats=a.repeats)
-    elif a.what == "training":
-        from hqg.training import bench_training
-        for size in a.sizes:
-            dev = "cpu" if size == "tiny" and a.device == "auto" else a.device
-            bench_training(size, batch=a.batch or 4, image_size=a.image_size or (64 if size == "tiny" else 384),
-                           steps=a.repeats, device=dev)
-            if size == "paper" and torch.cuda.is_available():
-                bench_training(size, batch=a.batch or 4, image_size=a.image_size or 384, steps=a.repeats,
-                               device="cuda", amp=True, channels_last=True)
-    elif a.what == "explorer":
-        from hqg.explorer import bench_explorer
-        bench_explorer(n=a.repeats)
-    elif a.what == "large":
-        rows = bench_large(side=a.image_size or 2048, verbose=not a.json)
-        if a.json: print(json.dumps({"rows": rows}))
-    elif a.what == "enhance":
-        bench_enhance(image_size=a.image_size or 256, n=a.batch or 8, device=a.device, repeats=a.repeats)
-    elif a.what == "compare":
-        from hqg.released import compare_speed
-        compare_speed(image_size=a.image_size or 384, batch=a.batch or 1, device=a.device, repeats=a.repeats,
-                      presets=tuple(a.sizes))
-    elif a.what == "released":
-        from hqg.released import bench_released
-        bench_released(batch=a.batch or 1, image_size=a.image_size or 384, device=a.device, repeats=a.repeats)
-    elif a.what == "generator":
-        from hqg.networks import bench_generator
-        for size in a.sizes:
-            bench_generator(size, batch=a.batch or (4 if size == "tiny" else 1),
-                            image_size=a.image_size or BENCH_IMAGE_SIZE[size], device=a.device, repeats=a.repeats)
+# %% ../nbs/14_cli.ipynb #3e2990b3
+def _bench_wavelets(a):
+    from hqg.wavelets import bench_wavelets
+    bench_wavelets(batch=a.batch or 8, channels=3, size=a.image_size or 384, wavelet=a.wavelet, level=a.level, repeats=a.repeats)
 
+def _bench_training(a):
+    from hqg.training import bench_training
+    for size in a.sizes:
+        dev = "cpu" if size == "tiny" and a.device == "auto" else a.device
+        bench_training(size, batch=a.batch or 4, image_size=a.image_size or (64 if size == "tiny" else 384),
+                       steps=a.repeats, device=dev)
+        if size == "paper" and torch.cuda.is_available():
+            bench_training(size, batch=a.batch or 4, image_size=a.image_size or 384, steps=a.repeats,
+                           device="cuda", amp=True, channels_last=True)
+
+def _bench_explorer(a):
+    from hqg.explorer import bench_explorer
+    bench_explorer(n=a.repeats)
+
+def _bench_large(a):
+    rows = bench_large(side=a.image_size or 2048, verbose=not a.json)
+    if a.json: print(json.dumps({"rows": rows}))
+
+def _bench_enhance(a): bench_enhance(image_size=a.image_size or 256, n=a.batch or 8, device=a.device, repeats=a.repeats)
+
+def _bench_compare(a):
+    from hqg.released import compare_speed
+    compare_speed(image_size=a.image_size or 384, batch=a.batch or 1, device=a.device, repeats=a.repeats, presets=tuple(a.sizes))
+
+def _bench_released(a):
+    from hqg.released import bench_released
+    bench_released(batch=a.batch or 1, image_size=a.image_size or 384, device=a.device, repeats=a.repeats)
+
+def _bench_generator(a):
+    from hqg.networks import bench_generator
+    for size in a.sizes:
+        bench_generator(size, batch=a.batch or (4 if size == "tiny" else 1),
+                        image_size=a.image_size or BENCH_IMAGE_SIZE[size], device=a.device, repeats=a.repeats)
+
+# %% ../nbs/14_cli.ipynb #6ca76e9b
+BENCHES = {"wavelets": _bench_wavelets, "generator": _bench_generator, "training": _bench_training, "enhance": _bench_enhance,
+           "large": _bench_large, "explorer": _bench_explorer, "released": _bench_released, "compare": _bench_compare}
+
+def _cmd_bench(a): return BENCHES[a.what](a)
+
+# %% ../nbs/14_cli.ipynb #0616d775
 def _cmd_demo(a):
     t0 = time.time()
     run = demo(a.data, a.out, max_steps=a.max_steps, device=a.device, seed=a.seed, log_output=a.log_output)
@@ -310,6 +350,7 @@ def _cmd_export(a):
                      provenance={"command": a.command_note} if a.command_note else None, fov=a.fov)
     print(f"model written to {p} ({p.stat().st_size / 2**20:.2f} MiB)")
 
+# %% ../nbs/14_cli.ipynb #7edc3257
 def _notebook_params(a) -> dict:
     import yaml
     params = {}
@@ -349,6 +390,7 @@ def _cmd_benchmark(a):
                       device=a.device, overrides=parse_overrides(a.set or []) or None, workers=a.workers, guides=a.guides)
     print(f"benchmark written to {bench} (table.md, results.csv, results.json, results.png)")
 
+# %% ../nbs/14_cli.ipynb #19190b56
 def _cmd_report(a):
     from hqg.report import add_record, update_docs
     if a.add:
@@ -379,14 +421,14 @@ def _cmd_enhance(a):
           + (f" (training short side {net.train_side} px)" if net.train_side else " (the model stores no training scale: native)"))
     return 1 if failed else 0
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hqg", description="HQG-Net research kit: unpaired medical image enhancement.")
-    p.add_argument("--version", action="version", version=f"hqg {hqg.__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+# %% ../nbs/14_cli.ipynb #fb2589ed
+def _args_samples(sub) -> None:
     s = sub.add_parser("samples", help="regenerate data_samples/ (real fundus views + synthetic sets)")
     s.add_argument("--out", default="data_samples"); s.add_argument("--seed", type=int, default=0)
     s.add_argument("--sets", nargs="+", default=["fundus", "vessels", "ccm"], choices=["fundus", "vessels", "ccm"])
     s.set_defaults(func=_cmd_samples)
+
+def _args_bench(sub) -> None:
     b = sub.add_parser("bench", help="print speed figures: wavelets (vs PyWavelets), generator, training, enhance, "
                        "large (a 2048-px photograph through hqg enhance), explorer, released (the released code's "
                        "architecture), compare (hqg presets vs released)")
@@ -399,6 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="large: print one JSON object instead of lines")
     b.add_argument("--repeats", type=int, default=5)
     b.set_defaults(func=_cmd_bench)
+
+# %% ../nbs/14_cli.ipynb #0427903c
+def _args_enhance(sub) -> None:
     e = sub.add_parser("enhance", help="enhance an image or a folder with a trained checkpoint")
     e.add_argument("--checkpoint", default=None,
                    help="a .pt written by hqg (training last.pt or `hqg export`); default: the shipped fundus model")
@@ -421,6 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--uncertainty", type=int, nargs="?", const=8, default=0, metavar="N",
                    help="also write NAME_uncertainty.tif (float32): per-pixel std of N variational samples (default 8)")
     e.set_defaults(func=_cmd_enhance)
+
+def _args_report(sub) -> None:
     rp = sub.add_parser("report", help="regenerate the results tables of README.md and RESULTS.md from results/*.json")
     rp.add_argument("--check", action="store_true", help="only compare; exit 1 when a table differs from its record")
     rp.add_argument("--add", nargs=2, metavar=("KIND", "PATH"), help="first record a run: demo, shipped, benchmark, "
@@ -428,6 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--note", default=None, help="with --add: how the run was made (command, machine)")
     rp.add_argument("--results", default=None, help="records folder (default: the repository's results/)")
     rp.set_defaults(func=_cmd_report)
+
+# %% ../nbs/14_cli.ipynb #c650d07d
+def _args_evaluate(sub) -> None:
     v = sub.add_parser("evaluate", help="score a checkpoint or a classical method on a folder (table, CSV, plots)")
     v.add_argument("--checkpoint", default=None, help="a .pt written by hqg (any method's last.pt, or a model file)")
     v.add_argument("--method", default=None, help="a classical method instead: identity, gamma, clahe")
@@ -438,6 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--guides", default=None, help="folder of HQ guides of different styles: guidance spread/following")
     v.add_argument("--device", default="auto")
     v.set_defaults(func=_cmd_evaluate)
+
+def _args_benchmark(sub) -> None:
     k = sub.add_parser("benchmark", help="train every method with one budget and seeds, evaluate all, one table")
     k.add_argument("--methods", nargs="+", default=None, help="default: all (identity gamma clahe cyclegan stillgan "
                    "hqg-official hqg hqg-no-vnm hqg-no-wavelet hqg-no-feature)")
@@ -451,6 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="config overrides for every learned method")
     k.add_argument("--guides", default=None, help="folder of HQ guides of different styles: guidance columns")
     k.set_defaults(func=_cmd_benchmark)
+
+def _args_export(sub) -> None:
     x = sub.add_parser("export", help="write a small inference model file (float16) from a training checkpoint")
     x.add_argument("--checkpoint", required=True); x.add_argument("--out", required=True)
     x.add_argument("--float32", action="store_true", help="keep float32 weights")
@@ -458,11 +512,16 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--fov", choices=["auto", "none"], default=None,
                    help="store enhance's default: auto = black outside the field of view (default: keep the checkpoint's)")
     x.set_defaults(func=_cmd_export)
+
+# %% ../nbs/14_cli.ipynb #5a717fe7
+def _args_demo(sub) -> None:
     d = sub.add_parser("demo", help="the main job on data_samples/fundus: train (papermill), enhance, score, plot")
     d.add_argument("--data", default="data_samples"); d.add_argument("--out", default="runs/demo")
     d.add_argument("--max-steps", type=int, default=DEMO_STEPS); d.add_argument("--device", default="auto")
     d.add_argument("--seed", type=int, default=0); d.add_argument("--log-output", action="store_true")
     d.set_defaults(func=_cmd_demo)
+
+def _args_train(sub) -> None:
     t = sub.add_parser("train", help="train HQG-Net on an unpaired folder (lq/ + hq/, or trainA/ + trainB/)")
     t.add_argument("--config", default=None, help="preset chain (tiny, paper, hqg-official, tiny+no-vnm, ...) or YAML file")
     t.add_argument("--data", default=None, help="dataset root (overrides data.root)")
@@ -473,6 +532,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="config overrides, e.g. loss.lambda_wavelet=5")
     t.add_argument("--nproc", type=int, default=1, help="DDP processes (torchrun; gloo on CPU, NCCL on GPU; batch size is per process)")
     t.set_defaults(func=_cmd_train)
+
+def _args_run(sub) -> None:
     r = sub.add_parser("run", help="execute an experiment notebook headlessly (papermill) into a run folder")
     r.add_argument("notebook"); r.add_argument("--out", default=None, help="parent of the run folder (default runs/<notebook>)")
     r.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"), help="a parameter (YAML value)")
@@ -480,13 +541,26 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--log-output", action="store_true"); r.add_argument("--timeout", type=float, default=None)
     r.add_argument("--cwd-here", action="store_true", help="run the kernel in this folder (default: the notebook's)")
     r.set_defaults(func=_cmd_run)
+
+def _args_sweep(sub) -> None:
     w = sub.add_parser("sweep", help="run a notebook over a grid/list of parameters (one run folder each)")
     w.add_argument("spec", help="YAML: notebook, parameters, and grid: {k: [..]} or runs: [{..}]")
     w.add_argument("--out", default="runs/sweep"); w.add_argument("--log-output", action="store_true")
     w.add_argument("--timeout", type=float, default=None)
     w.set_defaults(func=_cmd_sweep)
+
+# %% ../nbs/14_cli.ipynb #683b6e25
+SUBCOMMANDS = (_args_samples, _args_bench, _args_enhance, _args_report, _args_evaluate, _args_benchmark, _args_export, _args_demo, _args_train, _args_run, _args_sweep)  # help lists them in this order
+
+def build_parser() -> argparse.ArgumentParser:
+    "The `hqg` argument parser: one sub-command per `_args_<name>` function (each adds its parser and handler)."
+    p = argparse.ArgumentParser(prog="hqg", description="HQG-Net research kit: unpaired medical image enhancement.")
+    p.add_argument("--version", action="version", version=f"hqg {hqg.__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS: add(sub)
     return p
 
+# %% ../nbs/14_cli.ipynb #b72c2f61
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `hqg` console script; returns the exit status."
     args = build_parser().parse_args(argv)
@@ -499,6 +573,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hqg: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 1
 
+# %% ../nbs/14_cli.ipynb #e560f49d
 def _large_pair(side: int, seed: int, folder: Path) -> tuple[Path, Path]:
     "A side² fundus photograph (skimage's retina, CC0, resized) and its 'fundus'-preset degradation, as PNG files."
     import torch.nn.functional as F
@@ -512,6 +587,7 @@ def _large_pair(side: int, seed: int, folder: Path) -> tuple[Path, Path]:
     (folder / "lq").mkdir(parents=True, exist_ok=True); (folder / "gt").mkdir(exist_ok=True)
     return write_image(folder / "lq" / "fundus.png", lq[0]), write_image(folder / "gt" / "fundus.png", gt[0])
 
+# %% ../nbs/14_cli.ipynb #8bdd11e1
 def bench_large(checkpoint: str | Path | None = None, # model file (default: the shipped model)
                 side: int = 2048, # side of the square photograph
                 seed: int = 0, # degradation seed

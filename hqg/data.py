@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, DataLoader, Sampler, default_collate
 from kornia.geometry.transform import get_rotation_matrix2d, warp_affine
-from .core import check_image
+from .core import check_image, method_of
 from .io import read_image, list_images, ImageReadError
 
 # %% auto #0
@@ -95,10 +95,21 @@ def load_mask(path: Path, # mask file
     thr = 0.5 if m.max() > 0.5 else 0.0
     return (m > thr).float()
 
-# %% ../nbs/04_data.ipynb #dea91bfd
+# %% ../nbs/04_data.ipynb #cf4181a2
 def _uniform(g: torch.Generator, lo: float, hi: float) -> float:
     return lo + (hi - lo) * torch.rand((), generator=g).item()
 
+def _small_affine(xm: torch.Tensor, g: torch.Generator, degrees: float, translate: float, has_mask: bool) -> torch.Tensor:
+    "Rotate by U(-degrees, degrees) and shift by U(-translate, translate)*size; bilinear image, nearest mask."
+    s = xm.shape[-1]
+    angle, tx, ty = _uniform(g, -degrees, degrees), _uniform(g, -translate, translate) * s, _uniform(g, -translate, translate) * s
+    m = get_rotation_matrix2d(torch.full((1, 2), (s - 1) / 2), torch.tensor([angle]), torch.ones(1, 2))
+    m[..., 0, 2] += tx; m[..., 1, 2] += ty
+    warp = lambda t, mode: warp_affine(t[None], m.to(t.dtype), (s, s), mode=mode, padding_mode="reflection")[0]
+    if not has_mask: return warp(xm, "bilinear").clamp(0, 1)
+    return torch.cat([warp(xm[:-1], "bilinear").clamp(0, 1), warp(xm[-1:], "nearest")])
+
+# %% ../nbs/04_data.ipynb #dea91bfd
 def random_view(x: torch.Tensor, # (C,H,W) image, any H and W
                 size: int, # side of the square output
                 mask: torch.Tensor | None = None, # (1,H,W) binary mask of `x` (follows every geometric step)
@@ -137,16 +148,6 @@ def random_view(x: torch.Tensor, # (C,H,W) image, any H and W
         if degrees or translate: xm = _small_affine(xm, g, degrees, translate, has_mask=mask is not None)
     xm = xm.contiguous()
     return (xm, None) if mask is None else (xm[:-1], xm[-1:])
-
-def _small_affine(xm: torch.Tensor, g: torch.Generator, degrees: float, translate: float, has_mask: bool) -> torch.Tensor:
-    "Rotate by U(-degrees, degrees) and shift by U(-translate, translate)*size; bilinear image, nearest mask."
-    s = xm.shape[-1]
-    angle, tx, ty = _uniform(g, -degrees, degrees), _uniform(g, -translate, translate) * s, _uniform(g, -translate, translate) * s
-    m = get_rotation_matrix2d(torch.full((1, 2), (s - 1) / 2), torch.tensor([angle]), torch.ones(1, 2))
-    m[..., 0, 2] += tx; m[..., 1, 2] += ty
-    warp = lambda t, mode: warp_affine(t[None], m.to(t.dtype), (s, s), mode=mode, padding_mode="reflection")[0]
-    if not has_mask: return warp(xm, "bilinear").clamp(0, 1)
-    return torch.cat([warp(xm[:-1], "bilinear").clamp(0, 1), warp(xm[-1:], "nearest")])
 
 # %% ../nbs/04_data.ipynb #eb6d5abc
 def seeded_generator(*keys: int) -> torch.Generator:
@@ -189,24 +190,27 @@ class UnpairedDataset(Dataset):
 
     def __len__(self) -> int: return len(self.lq_paths)
 
-    def set_epoch(self, epoch: int):
-        "Select the epoch: changes the LQ->HQ pairing and the augmentations, reproducibly."
-        if int(epoch) < 0: raise ValueError(f"epoch: expected a non-negative int, got {epoch}")
-        self.epoch = int(epoch)
-
-    def pairing(self, epoch: int | None = None) -> list[int]:
-        "HQ index for each LQ index in `epoch` (default: the current one); balanced random permutations."
-        e = self.epoch if epoch is None else int(epoch)
-        if self._pairing is None or self._pairing[0] != e:
-            g, n = seeded_generator(self.seed, e, 0, 0), len(self.hq_paths)
-            reps = -(-len(self) // n)
-            self._pairing = (e, torch.cat([torch.randperm(n, generator=g) for _ in range(reps)])[:len(self)].tolist())
-        return self._pairing[1]
-
     def __repr__(self):
         return (f"{type(self).__name__}({str(self.root)!r}, layout={self.layout}, split={self.split}, "
                 f"lq={len(self.lq_paths)}, hq={len(self.hq_paths)}, masks={len(self.mask_paths)}, "
                 f"size={self.size}, channels={self.channels}, augment={self.augment}, seed={self.seed}, epoch={self.epoch})")
+
+# %% ../nbs/04_data.ipynb #d6d82c30
+@method_of(UnpairedDataset)
+def _set_epoch(self: UnpairedDataset, epoch: int):
+    "Select the epoch: changes the LQ->HQ pairing and the augmentations, reproducibly."
+    if int(epoch) < 0: raise ValueError(f"epoch: expected a non-negative int, got {epoch}")
+    self.epoch = int(epoch)
+
+@method_of(UnpairedDataset)
+def _pairing(self: UnpairedDataset, epoch: int | None = None) -> list[int]:
+    "HQ index for each LQ index in `epoch` (default: the current one); balanced random permutations."
+    e = self.epoch if epoch is None else int(epoch)
+    if self._pairing is None or self._pairing[0] != e:
+        g, n = seeded_generator(self.seed, e, 0, 0), len(self.hq_paths)
+        reps = -(-len(self) // n)
+        self._pairing = (e, torch.cat([torch.randperm(n, generator=g) for _ in range(reps)])[:len(self)].tolist())
+    return self._pairing[1]
 
 # %% ../nbs/04_data.ipynb #9f24485f
 def _getitem(self: UnpairedDataset, i: int) -> dict:
@@ -252,6 +256,7 @@ class EpochSampler(Sampler):
         idx = (idx * -(-total // self.n))[:total]
         return iter(idx[self.rank::self.num_replicas])
 
+# %% ../nbs/04_data.ipynb #a16cb841
 def collate_same_size(batch: list[dict]) -> dict:
     "Default collate, with a clear `ValueError` when images in the batch differ in size."
     for k, v in batch[0].items():
@@ -266,6 +271,7 @@ def _worker_init(worker_id: int):
     s = torch.initial_seed() % 2**32
     np.random.seed(s); random.seed(s)
 
+# %% ../nbs/04_data.ipynb #b25a70f7
 def make_loader(dataset: Dataset, # e.g. an `UnpairedDataset` or `PairedTestSet`
                 batch_size: int, # items per batch
                 shuffle: bool = True, # epoch-seeded shuffling (`EpochSampler`)
@@ -294,6 +300,16 @@ def set_loader_epoch(loader: DataLoader, epoch: int) -> DataLoader:
         if hasattr(obj, "set_epoch"): obj.set_epoch(epoch)
     return loader
 
+# %% ../nbs/04_data.ipynb #539b08e2
+def _test_base(root: Path) -> Path:
+    "The folder under `root` that holds lq/ and gt/: root/test when it exists, else root itself."
+    if not root.is_dir(): raise FileNotFoundError(f"test set root {root} does not exist or is not a folder")
+    base = root / "test" if (root / "test").is_dir() else root
+    if not ((base / "lq").is_dir() and (base / "gt").is_dir()):
+        raise FileNotFoundError(f"{base}: expected folders lq/ and gt/ (paired by file stem, optional masks/), "
+                                f"as root/test/lq + root/test/gt; found folders {_folder_names(base) or 'none'}")
+    return base
+
 # %% ../nbs/04_data.ipynb #3f78afe8
 class PairedTestSet(Dataset):
     "LQ test images with their ground truth (paired by stem) and optional masks, for full-reference metrics."
@@ -307,11 +323,7 @@ class PairedTestSet(Dataset):
         if size is not None and (not isinstance(size, int) or size < 1):
             raise ValueError(f"size: expected None or a positive int, got {size!r}")
         root = Path(root)
-        if not root.is_dir(): raise FileNotFoundError(f"test set root {root} does not exist or is not a folder")
-        base = root / "test" if (root / "test").is_dir() else root
-        if not ((base / "lq").is_dir() and (base / "gt").is_dir()):
-            raise FileNotFoundError(f"{base}: expected folders lq/ and gt/ (paired by file stem, optional masks/), "
-                                    f"as root/test/lq + root/test/gt; found folders {_folder_names(base) or 'none'}")
+        base = _test_base(root)
         self.root, self.channels, self.size = root, channels, size
         self.lq_paths = image_list(base / "lq", "LQ")
         gt = _by_stem(image_list(base / "gt", "ground-truth"), "ground-truth")

@@ -32,6 +32,7 @@ def smooth_field(size: tuple[int, int], # (H, W) of the field
     lo, hi = f.amin((1, 2, 3), keepdim=True), f.amax((1, 2, 3), keepdim=True)
     return (f - lo) / (hi - lo).clamp_min(1e-12)
 
+# %% ../nbs/03_degrade.ipynb #db6cf90d
 def render_capsules(p0: np.ndarray, # (N,2) segment starts, (x, y) in pixels (pixel centres at integers)
                     p1: np.ndarray, # (N,2) segment ends
                     r: np.ndarray, # (N,) radii in pixels
@@ -174,6 +175,7 @@ def _fibre(rng, x, y, a, r, length, step, wiggle, val, bead=0.0):
         rows.append((x, y, q[0], q[1], r, v)); x, y = q; s += step
     return rows
 
+# %% ../nbs/03_degrade.ipynb #e87d11fa
 def synth_nerves(size: int | tuple[int, int] = 256, # output size: int or (H, W)
                  seed: int = 0, # seed (deterministic)
                  channels: int = 1, # 1 (gray, as CCM) or 3 (the gray image repeated)
@@ -238,6 +240,7 @@ class _Draw:
         if not lo <= v <= hi: raise ValueError(f"{name}: expected a value in [{lo}, {hi}], got {v}")
         return v
 
+# %% ../nbs/03_degrade.ipynb #a18c99d4
 def _prep(x: torch.Tensor, fov) -> tuple[torch.Tensor, bool, torch.Tensor | None]:
     "Check x, lift it to (B,C,H,W), and turn `fov` into a (B|1,1,H,W) bool mask on x's device (or None)."
     check_image(x); xb, added = as_batch(x)

@@ -90,6 +90,7 @@ def downstream_table(results: Mapping[str, Mapping[str, float | Sequence[float]]
     if examples is not None: _example_figure(examples, out / f"{name}.png")
     return rows
 
+# %% ../nbs/13b_downstream.ipynb #3f2901ef
 def _example_figure(ex: Mapping, path: Path) -> Path:
     "Rows: one per setting of ex['images']; columns: image | true mask | prediction."
     import matplotlib; import matplotlib.pyplot as plt
@@ -146,6 +147,26 @@ def score_runs(run_enhance: str | os.PathLike, # run folder of the enhance-only 
         ex["images"][s], ex["preds"][s] = x[0], segment_probs(seg, x[:1])[0]
     return res, ex
 
+# %% ../nbs/13b_downstream.ipynb #9f564290
+def _downstream_seed(root: Path, seed: int, steps: int, out: Path, enhance_preset: str, bilevel_preset: str,
+                     overrides: Mapping | None, bilevel_overrides: Mapping | None, seg_hq_steps: int, device: str,
+                     threshold: float, progress: bool) -> tuple[dict, dict, dict]:
+    "One seed: the enhance-only and bi-level runs, S_hq pre-trained, the scores: (scores, examples, the record of the runs)."
+    base = {"data.root": str(root), "train.seed": int(seed), "train.device": device, **(overrides or {})}
+    cfg_e = load_config(enhance_preset, base)
+    cfg_b = load_config(bilevel_preset, {**base, **(bilevel_overrides or {})})
+    t = time.perf_counter()
+    run_e = train(cfg_e, out / "enhance", max_steps=steps, progress=progress)
+    t_e = time.perf_counter() - t
+    run_b = train(cfg_b, out / "bilevel", max_steps=steps, progress=progress)
+    t_b = time.perf_counter() - t - t_e
+    seg_hq = _segmenter_like(cfg_b, seed).to(get_device(device))
+    hq = SegmentationSet(root / "hq", root / "hq_masks", size=cfg_b.data.size, channels=cfg_b.data.channels, seed=seed)
+    hist = pretrain_segmenter(seg_hq, hq, steps=seg_hq_steps, batch_size=min(cfg_b.data.batch_size, len(hq)), seed=seed, device=device)
+    res, e = score_runs(run_e, run_b, seg_hq, root, channels=cfg_b.data.channels, threshold=threshold)
+    return res, e, {"seed": int(seed), "enhance": str(run_e), "bilevel": str(run_b), "s_enhance": t_e, "s_bilevel": t_b,
+                    "seg_hq_loss": [hist[0], hist[-1]] if hist else None}
+
 # %% ../nbs/13b_downstream.ipynb #66d9b5f2
 def run_downstream_experiment(root: str | os.PathLike = "data_samples/vessels", # lq/ + masks/ + hq/ + hq_masks/ + test/{lq,gt,masks}
                               seeds: Sequence[int] = (0, 1, 2), # one enhance-only + one bi-level run + one S_hq per seed
@@ -165,23 +186,12 @@ def run_downstream_experiment(root: str | os.PathLike = "data_samples/vessels", 
     if not seeds: raise ValueError("seeds: expected at least one seed")
     results, runs, ex, t0 = {s: {} for s in SETTINGS}, [], None, time.perf_counter()
     for seed in seeds:
-        base = {"data.root": str(root), "train.seed": int(seed), "train.device": device, **(overrides or {})}
-        cfg_e = load_config(enhance_preset, base)
-        cfg_b = load_config(bilevel_preset, {**base, **(bilevel_overrides or {})})
-        t = time.perf_counter()
-        run_e = train(cfg_e, out / "enhance", max_steps=steps, progress=progress)
-        t_e = time.perf_counter() - t
-        run_b = train(cfg_b, out / "bilevel", max_steps=steps, progress=progress)
-        t_b = time.perf_counter() - t - t_e
-        seg_hq = _segmenter_like(cfg_b, seed).to(get_device(device))
-        hq = SegmentationSet(root / "hq", root / "hq_masks", size=cfg_b.data.size, channels=cfg_b.data.channels, seed=seed)
-        hist = pretrain_segmenter(seg_hq, hq, steps=seg_hq_steps, batch_size=min(cfg_b.data.batch_size, len(hq)), seed=seed, device=device)
-        res, e = score_runs(run_e, run_b, seg_hq, root, channels=cfg_b.data.channels, threshold=threshold)
+        res, e, record = _downstream_seed(root, seed, steps, out, enhance_preset, bilevel_preset, overrides,
+                                          bilevel_overrides, seg_hq_steps, device, threshold, progress)
         ex = ex or e
         for s in SETTINGS:
             for k, v in res[s].items(): results[s].setdefault(k, []).append(v)
-        runs.append({"seed": int(seed), "enhance": str(run_e), "bilevel": str(run_b), "s_enhance": t_e, "s_bilevel": t_b,
-                     "seg_hq_loss": [hist[0], hist[-1]] if hist else None})
+        runs.append(record)
     rows = downstream_table(results, out, examples=ex)
     meta = json.loads((out / "downstream.json").read_text())
     meta.update(runs=runs, steps=steps, seg_hq_steps=seg_hq_steps, seconds=time.perf_counter() - t0,
@@ -190,6 +200,7 @@ def run_downstream_experiment(root: str | os.PathLike = "data_samples/vessels", 
     (out / "downstream.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
     return rows
 
+# %% ../nbs/13b_downstream.ipynb #404787b0
 def acceptance(rows: list[dict], # rows of `downstream_table` with the SETTINGS
                psnr_tol: float = 1.0, ssim_tol: float = 0.02, # allowed drop of bi-level vs enhance-only
               ) -> dict[str, bool]:

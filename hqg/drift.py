@@ -67,6 +67,7 @@ def fov_interior(fov: torch.Tensor, # bool (B,1,H,W) field of view
     if radius <= 0: return fov
     return ~(F.max_pool2d((~fov).float(), 2 * radius + 1, 1, radius) > 0.5)
 
+# %% ../nbs/10b_drift.ipynb #48320156
 def vesselness(x: torch.Tensor, # (B,C,H,W) or (C,H,W) image in [0,1]; RGB: luminance (BT.601)
                scales: float | Sequence[float] = (1.0, 1.5, 2.0, 3.0), # Gaussian widths sigma (pixels)
                bright: bool | None = None, # True: bright ridges (CCM), False: dark (fundus), None: both
@@ -115,6 +116,7 @@ class DriftResult(NamedTuple):
 def _dilate(v: torch.Tensor, r: int) -> torch.Tensor:
     return F.max_pool2d(v, 2 * r + 1, 1, r) if r > 0 else v
 
+# %% ../nbs/10b_drift.ipynb #27d59ca4
 def structure_drift(x_in: torch.Tensor, # (B,C,H,W) or (C,H,W) input y in [0,1]
                     x_out: torch.Tensor, # same batch and size (channels may differ): the enhanced image
                     *, fov: torch.Tensor | None = None, # field-of-view mask (B|1,1,H,W), (1,H,W) or (H,W)
@@ -200,6 +202,7 @@ def paste_vessel(x: torch.Tensor, # (C,H,W) or (B,C,H,W) image in [0,1]
     m = torch.from_numpy(M)[None].to(x.device)
     return y.clamp(0, 1), (m if x.ndim == 3 else m[None])
 
+# %% ../nbs/10b_drift.ipynb #257405c3
 def erase_structure(x: torch.Tensor, # (C,H,W) or (B,C,H,W) image in [0,1]
                     mask: torch.Tensor, # (1,H,W) / (B|1,1,H,W) / (H,W) pixels to erase
                     *, grow: int = 1, # also erase this many pixels around the mask (anti-aliased edges)

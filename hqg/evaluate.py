@@ -398,6 +398,26 @@ def _load_item(p: Path, s: dict, channels: int | None):
                 raise ValueError(f"mask {mp} has size {tuple(mask.shape[-2:])} but input {p} has {tuple(x.shape[-2:])}")
     return x, gt, mask
 
+# %% ../nbs/13a_evaluate.ipynb #1f837965
+def _enhance_and_score(s: dict, fn, net, keep_fov, out: Path, diagnostics: bool, n_samples: int, extra,
+                       save_images: bool) -> tuple[list, list, float, list]:
+    "Enhance and score every input: (rows, failed reads, enhancement seconds, the first 4 items for the grid)."
+    rows, failed, t_enh, shown = [], [], 0.0, []
+    for p in list_images(s["lq"]):
+        try: x, gt, mask = _load_item(p, s, net.in_channels if net is not None else None)
+        except (ImageReadError, OSError) as e: failed.append({"image": p.name, "error": str(e)}); continue
+        t0 = time.perf_counter(); y = keep_fov_border(x, fn(x).float().clamp(0, 1), keep_fov); t_enh += time.perf_counter() - t0
+        row = {"image": p.name, **score_image(x, y, gt, mask)}
+        if diagnostics:
+            row.update(diagnose(x, y, net, code=getattr(fn, "code", None), mask=mask, fov=_fov(x, gt), n=n_samples)[0])
+        if extra is not None: row.update(extra(x, y, net, mask))
+        rows.append(row)
+        if save_images: write_image(out / "enhanced" / (p.stem + ".png"), y[0])
+        if len(shown) < 4: shown.append((p.name, x[0], y[0], None if gt is None else gt[0], row))
+    if not rows: raise ValueError(f"data: none of the images in {s['lq']} could be read: {failed[:3]}")
+    return rows, failed, t_enh, shown
+
+# %% ../nbs/13a_evaluate.ipynb #629b7e02
 def _write_table(out: Path, res: dict) -> None:
     head = (f"# {res['method']} on {res['data']}\n\n{res['n_images']} images; "
             f"{res['images_per_s']:.2f} images/s on {res['device']}.\n\n")
@@ -408,6 +428,19 @@ def _write_table(out: Path, res: dict) -> None:
              f"- {GUIDANCE_LABELS['following']}: {fmt_mean_std(g['following'], None, 3)} (chance 1/K = {1 / g['K']:.3f})\n")
     (out / "table.md").write_text(head + note + metrics_table(res["mean"], res["std"]) + guide)
 
+def _write_outputs(out: Path, res: dict, rows: list, shown: list, s: dict, fn, net, keep_fov, plots: bool,
+                  diagnostics: bool, worst_k: int, n_samples: int) -> None:
+    "per_image.csv, metrics.json, table.md and (with `plots`) the grid, the distributions and the galleries."
+    with open(out / "per_image.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0])); w.writeheader(); w.writerows(rows)
+    (out / "metrics.json").write_text(json.dumps(res, indent=1))
+    _write_table(out, res)
+    if plots: _plot_grid(shown, out / "grid.png"); _plot_distributions(rows, out / "distributions.png")
+    if plots and diagnostics:
+        for key in ("uncertainty", "created", "lost"):
+            _gallery(rows, key, worst_k, s, fn, net, keep_fov, n_samples, out / f"gallery_{key}.png")
+
+# %% ../nbs/13a_evaluate.ipynb #21feacf8
 def evaluate(method, # checkpoint path, classical name, HQGNet or callable: see `make_enhancer`
              data: str | Path, # evaluation folder: see `find_eval_set`
              out: str | Path, # output folder (created; files inside are replaced)
@@ -430,33 +463,15 @@ def evaluate(method, # checkpoint path, classical name, HQGNet or callable: see 
     if keep_fov == "auto" and net is not None and net.fov == "auto": keep_fov = False  # the model blacks out the border itself
     if guides is not None: guide_paths(guides)  # fail before enhancing anything
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    rows, failed, t_enh, shown = [], [], 0.0, []
-    for p in list_images(s["lq"]):
-        try: x, gt, mask = _load_item(p, s, net.in_channels if net is not None else None)
-        except (ImageReadError, OSError) as e: failed.append({"image": p.name, "error": str(e)}); continue
-        t0 = time.perf_counter(); y = keep_fov_border(x, fn(x).float().clamp(0, 1), keep_fov); t_enh += time.perf_counter() - t0
-        row = {"image": p.name, **score_image(x, y, gt, mask)}
-        if diagnostics:
-            row.update(diagnose(x, y, net, code=getattr(fn, "code", None), mask=mask, fov=_fov(x, gt), n=n_samples)[0])
-        if extra is not None: row.update(extra(x, y, net, mask))
-        rows.append(row)
-        if save_images: write_image(out / "enhanced" / (p.stem + ".png"), y[0])
-        if len(shown) < 4: shown.append((p.name, x[0], y[0], None if gt is None else gt[0], row))
-    if not rows: raise ValueError(f"data: none of the images in {s['lq']} could be read: {failed[:3]}")
+    rows, failed, t_enh, shown = _enhance_and_score(s, fn, net, keep_fov, out, diagnostics, n_samples, extra,
+                                                   save_images)
     mean, std = summarize(rows)
     res = {"method": name or auto, "data": str(data), "inputs": str(s["lq"]), "n_images": len(rows),
            "has_ground_truth": s["gt"] is not None, "note": s["note"], "mean": mean, "std": std,
            "device": str(net.device) if net is not None else "cpu", "seconds": t_enh,
            "images_per_s": len(rows) / max(t_enh, 1e-9), "failed": failed}
     if guides is not None and net is not None: res["guidance"] = _guidance_of(net, guides, [t[1][None] for t in shown], keep_fov)
-    with open(out / "per_image.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0])); w.writeheader(); w.writerows(rows)
-    (out / "metrics.json").write_text(json.dumps(res, indent=1))
-    _write_table(out, res)
-    if plots: _plot_grid(shown, out / "grid.png"); _plot_distributions(rows, out / "distributions.png")
-    if plots and diagnostics:
-        for key in ("uncertainty", "created", "lost"):
-            _gallery(rows, key, worst_k, s, fn, net, keep_fov, n_samples, out / f"gallery_{key}.png")
+    _write_outputs(out, res, rows, shown, s, fn, net, keep_fov, plots, diagnostics, worst_k, n_samples)
     if verbose:
         if s["note"]: print(f"note: {s['note']}")
         print(metrics_table(mean, std))
@@ -479,6 +494,7 @@ def _plot_grid(shown: list, path: Path) -> None:
             axes[i, j].imshow(_hwc(im)); axes[i, j].set_title(t, fontsize=7); axes[i, j].axis("off")
     fig.tight_layout(); fig.savefig(path, dpi=80); plt.close(fig)
 
+# %% ../nbs/13a_evaluate.ipynb #fd3f1c7a
 def _gallery(rows, key, k, s, fn, net, keep_fov, n, path) -> None:
     "Worst-k images by `key`: input | output | uncertainty | created | lost (maps recomputed for these k only)."
     ranked = sorted((r for r in rows if not math.isnan(r[key])), key=lambda r: -r[key])[:k]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import ipywidgets as W
-from .core import check_image, convert_channels, in_test
+from .core import check_image, convert_channels, in_test, method_of
 from .io import read_image, list_images
 from .wavelets import wavedec2, waverec2, max_level
 from . import degrade as D
@@ -45,6 +45,7 @@ def to_hwc(x: torch.Tensor) -> np.ndarray:
     "(C,H,W) tensor -> (H,W,C) float numpy array clipped to [0,1]."
     return x.detach().cpu().clamp(0, 1).permute(1, 2, 0).numpy()
 
+# %% ../nbs/12_explorer.ipynb #6eca697d
 def _png(arr: np.ndarray, size: int | None = None) -> bytes:
     "PNG bytes of an (H,W,C) array in [0,1] (optionally shrunk so that its long side is `size`)."
     from PIL import Image
@@ -75,6 +76,7 @@ def detail_energy(x: torch.Tensor, # (C,H,W) image
     c = wavedec2(x[None].double(), wavelet, level, mode)
     return np.array([float(sum((b ** 2).mean() for b in c[-j])) / 3 for j in range(1, level + 1)])
 
+# %% ../nbs/12_explorer.ipynb #580e2323
 class _Explorer:
     "Common plumbing: `.widget` is shown by `_ipython_display_`; control changes redraw while `.live` is true."
     live: bool = True  # set False to change several controls (or to test `render()`) without redrawing
@@ -92,6 +94,28 @@ class _Explorer:
 VIEWS = ("before", "after", "difference", "wavelet bands")
 OVERLAYS = ("none", "uncertainty", "created", "lost")
 
+def _guidance_controls(ex: GuidanceExplorer, max_tau: float, thumb: int, n_samples: int):
+    "Create the controls of a `GuidanceExplorer` (as its attributes) and its `.widget` layout."
+    n_lq, n_hq = len(ex.lq_images), len(ex.hq_images)
+    ex.lq = W.IntSlider(0, min=0, max=n_lq - 1, description="LQ image", disabled=n_lq == 1)
+    ex.guide_a = W.IntSlider(0, min=0, max=n_hq - 1, description="guidance A")
+    ex.guide_b = W.IntSlider(min(1, n_hq - 1), min=0, max=n_hq - 1, description="guidance B")
+    ex.alpha = W.FloatSlider(0.0, min=0.0, max=1.0, step=0.05, description="blend α")
+    ex.tau = W.FloatSlider(0.0, min=0.0, max=max_tau, step=0.05, description="temperature τ")
+    ex.seed = W.IntText(0, description="seed")
+    ex.view = W.ToggleButtons(options=VIEWS, value="after", description="view")
+    ex.overlay = W.ToggleButtons(options=OVERLAYS, value="none", description="overlay")
+    ex.samples = W.Checkbox(False, description="samples", indent=False)
+    ex.sample = W.IntSlider(0, min=0, max=n_samples - 1, description="sample k")
+    ex.thumb_a, ex.thumb_b = W.Image(format="png", width=thumb), W.Image(format="png", width=thumb)
+    ex.image = W.Image(format="png")
+    ex.status = W.Label()
+    pick = lambda s, t: W.HBox([s, t])
+    ex.widget = W.VBox([ex.lq, pick(ex.guide_a, ex.thumb_a), pick(ex.guide_b, ex.thumb_b),
+                        ex.alpha, W.HBox([ex.tau, ex.seed]), W.HBox([ex.samples, ex.sample]),
+                        ex.view, ex.overlay, ex.image, ex.status])
+
+# %% ../nbs/12_explorer.ipynb #4f751fad
 class GuidanceExplorer(_Explorer):
     "Pick/blend HQ guidance codes, set the VNM temperature and seed, and view the enhancement of an LQ image."
     def __init__(self, model, # an `HQGNet` (its `encode_guidance` / `enhance` are used)
@@ -115,129 +139,128 @@ class GuidanceExplorer(_Explorer):
         self._samples: tuple | None = None         # (key, hqg.uncertainty.Samples)
         self._drift: tuple | None = None           # (key, hqg.drift.DriftResult)
         self.n_samples, self.bright = n_samples, bright
-        n_lq, n_hq = len(self.lq_images), len(self.hq_images)
-        self.lq = W.IntSlider(0, min=0, max=n_lq - 1, description="LQ image", disabled=n_lq == 1)
-        self.guide_a = W.IntSlider(0, min=0, max=n_hq - 1, description="guidance A")
-        self.guide_b = W.IntSlider(min(1, n_hq - 1), min=0, max=n_hq - 1, description="guidance B")
-        self.alpha = W.FloatSlider(0.0, min=0.0, max=1.0, step=0.05, description="blend α")
-        self.tau = W.FloatSlider(0.0, min=0.0, max=max_tau, step=0.05, description="temperature τ")
-        self.seed = W.IntText(0, description="seed")
-        self.view = W.ToggleButtons(options=VIEWS, value="after", description="view")
-        self.overlay = W.ToggleButtons(options=OVERLAYS, value="none", description="overlay")
-        self.samples = W.Checkbox(False, description="samples", indent=False)
-        self.sample = W.IntSlider(0, min=0, max=n_samples - 1, description="sample k")
-        self.thumb_a, self.thumb_b = W.Image(format="png", width=thumb), W.Image(format="png", width=thumb)
-        self.image = W.Image(format="png")
-        self.status = W.Label()
-        pick = lambda s, t: W.HBox([s, t])
-        self.widget = W.VBox([self.lq, pick(self.guide_a, self.thumb_a), pick(self.guide_b, self.thumb_b),
-                              self.alpha, W.HBox([self.tau, self.seed]), W.HBox([self.samples, self.sample]),
-                              self.view, self.overlay, self.image, self.status])
+        _guidance_controls(self, max_tau, thumb, n_samples)
         self._observe(self.lq, self.guide_a, self.guide_b, self.alpha, self.tau, self.seed, self.view,
                       self.overlay, self.samples, self.sample)
         self.refresh()
-
-    def state(self) -> dict:
-        "Current settings as a plain dict."
-        return dict(lq=self.lq.value, guide_a=self.guide_a.value, guide_b=self.guide_b.value,
-                    alpha=float(self.alpha.value), tau=float(self.tau.value), seed=int(self.seed.value),
-                    view=self.view.value, overlay=self.overlay.value, samples=bool(self.samples.value),
-                    sample=int(self.sample.value))
-
-    def code(self, i: int) -> torch.Tensor:
-        "Guidance code (1, code_dim) of HQ image `i`, encoded once and cached."
-        if i not in self._codes:
-            with torch.no_grad(): self._codes[i] = self.model.encode_guidance(self.hq_images[i][None]).detach()
-        return self._codes[i]
-
-    def blended_code(self) -> torch.Tensor:
-        "(1-α) code_A + α code_B."
-        a = float(self.alpha.value)
-        return (1 - a) * self.code(self.guide_a.value) + a * self.code(self.guide_b.value)
 
     def _key(self) -> tuple:
         s = self.state()
         return (s["lq"], s["guide_a"], s["guide_b"], s["alpha"], s["tau"], s["seed"] if s["tau"] > 0 else None)
 
-    def sample_set(self):
-        "`enhance_samples` (n_samples, τ, seed) of the current LQ image and code: `Samples`, cached per setting."
-        key = self._key()
-        if self._samples is None or self._samples[0] != key:
-            s = self.state()
-            r = enhance_samples(self.model, self.lq_images[s["lq"]], code=self.blended_code(), n=self.n_samples,
-                                temperature=s["tau"], seed=s["seed"])
-            self._samples = (key, r)
-        return self._samples[1]
+# %% ../nbs/12_explorer.ipynb #7802f2ec
+@method_of(GuidanceExplorer)
+def _state(self: GuidanceExplorer) -> dict:
+    "Current settings as a plain dict."
+    return dict(lq=self.lq.value, guide_a=self.guide_a.value, guide_b=self.guide_b.value,
+                alpha=float(self.alpha.value), tau=float(self.tau.value), seed=int(self.seed.value),
+                view=self.view.value, overlay=self.overlay.value, samples=bool(self.samples.value),
+                sample=int(self.sample.value))
 
-    def enhanced(self) -> torch.Tensor:
-        "Enhanced (C,H,W) LQ image for the current settings, or sample k with *samples* ticked (cached)."
-        if self.samples.value: return self.sample_set().samples[int(self.sample.value)].cpu()
-        s = self.state(); tau = s["tau"]
-        key = (s["lq"], s["guide_a"], s["guide_b"], s["alpha"], tau, s["seed"] if tau > 0 else None)
-        if self._last is None or self._last[0] != key:
-            g = torch.Generator(device=self.model.device).manual_seed(s["seed"])
-            y = self.model.enhance(self.lq_images[s["lq"]], code=self.blended_code(), temperature=tau, generator=g)
-            self._last = (key, y.detach().cpu())
-        return self._last[1]
+@method_of(GuidanceExplorer)
+def _code(self: GuidanceExplorer, i: int) -> torch.Tensor:
+    "Guidance code (1, code_dim) of HQ image `i`, encoded once and cached."
+    if i not in self._codes:
+        with torch.no_grad(): self._codes[i] = self.model.encode_guidance(self.hq_images[i][None]).detach()
+    return self._codes[i]
 
-    def drift(self):
-        "`structure_drift(LQ image, enhanced())` for the current settings (cached per output)."
-        key = (self._key(), int(self.sample.value) if self.samples.value else None)
-        if self._drift is None or self._drift[0] != key:
-            self._drift = (key, structure_drift(self.lq_images[self.lq.value], self.enhanced(), bright=self.bright))
-        return self._drift[1]
+@method_of(GuidanceExplorer)
+def _blended_code(self: GuidanceExplorer) -> torch.Tensor:
+    "(1-α) code_A + α code_B."
+    a = float(self.alpha.value)
+    return (1 - a) * self.code(self.guide_a.value) + a * self.code(self.guide_b.value)
 
-    def overlay_map(self) -> np.ndarray | None:
-        "The (H,W) overlay of the current setting: uncertainty (image units) or created/lost structure; None if off."
-        o = self.overlay.value
-        if o == "none": return None
-        if o == "uncertainty": return uncertainty_map(self.sample_set().std)[0].cpu().numpy()
-        return getattr(self.drift(), o)[0].cpu().numpy()
+@method_of(GuidanceExplorer)
+def _sample_set(self: GuidanceExplorer):
+    "`enhance_samples` (n_samples, τ, seed) of the current LQ image and code: `Samples`, cached per setting."
+    key = self._key()
+    if self._samples is None or self._samples[0] != key:
+        s = self.state()
+        r = enhance_samples(self.model, self.lq_images[s["lq"]], code=self.blended_code(), n=self.n_samples,
+                            temperature=s["tau"], seed=s["seed"])
+        self._samples = (key, r)
+    return self._samples[1]
 
-    def render(self) -> dict:
-        "{'lq', 'enh', 'diff': (H,W,C) arrays in [0,1] (diff = |enh - lq|), 'overlay': (H,W) array or None}."
-        lq, enh = to_hwc(self.lq_images[self.lq.value]), to_hwc(self.enhanced())
-        return dict(lq=lq, enh=enh, diff=np.abs(enh - lq), overlay=self.overlay_map())
+# %% ../nbs/12_explorer.ipynb #f726c3a0
+@method_of(GuidanceExplorer)
+def _enhanced(self: GuidanceExplorer) -> torch.Tensor:
+    "Enhanced (C,H,W) LQ image for the current settings, or sample k with *samples* ticked (cached)."
+    if self.samples.value: return self.sample_set().samples[int(self.sample.value)].cpu()
+    s = self.state(); tau = s["tau"]
+    key = (s["lq"], s["guide_a"], s["guide_b"], s["alpha"], tau, s["seed"] if tau > 0 else None)
+    if self._last is None or self._last[0] != key:
+        g = torch.Generator(device=self.model.device).manual_seed(s["seed"])
+        y = self.model.enhance(self.lq_images[s["lq"]], code=self.blended_code(), temperature=tau, generator=g)
+        self._last = (key, y.detach().cpu())
+    return self._last[1]
 
-    def _overlay_panel(self, r: dict):
-        m, o = r["overlay"], self.overlay.value
-        top = float(m.max())
-        def draw(ax):
-            e = r["enh"]
-            ax.imshow(e[..., 0] if e.shape[-1] == 1 else e, cmap="gray", vmin=0, vmax=1)
-            ax.imshow(m, cmap="magma" if o == "uncertainty" else "autumn", vmin=0, vmax=max(top, 1e-6),
-                      alpha=np.clip(m / max(top, 1e-6), 0, 1) * 0.8)
-            ax.axis("off")
-        what = "std" if o == "uncertainty" else "V"
-        return (f"{o} (max {top:.3f} {what})", None, draw)
+@method_of(GuidanceExplorer)
+def _drift(self: GuidanceExplorer):
+    "`structure_drift(LQ image, enhanced())` for the current settings (cached per output)."
+    key = (self._key(), int(self.sample.value) if self.samples.value else None)
+    if self._drift is None or self._drift[0] != key:
+        self._drift = (key, structure_drift(self.lq_images[self.lq.value], self.enhanced(), bright=self.bright))
+    return self._drift[1]
 
-    def _panels(self, r: dict) -> list:
-        return self._view_panels(r) + ([self._overlay_panel(r)] if r["overlay"] is not None else [])
+@method_of(GuidanceExplorer)
+def _overlay_map(self: GuidanceExplorer) -> np.ndarray | None:
+    "The (H,W) overlay of the current setting: uncertainty (image units) or created/lost structure; None if off."
+    o = self.overlay.value
+    if o == "none": return None
+    if o == "uncertainty": return uncertainty_map(self.sample_set().std)[0].cpu().numpy()
+    return getattr(self.drift(), o)[0].cpu().numpy()
 
-    def _view_panels(self, r: dict) -> list:
-        v = self.view.value
-        if v == "before": return [("LQ input", r["lq"], None)]
-        if v == "after": return [("LQ input", r["lq"], None), ("enhanced", r["enh"], None)]
-        if v == "difference":
-            d = r["diff"].mean(-1, keepdims=True)
-            return [(f"|enhanced − LQ| (max {d.max():.2f})", d / max(d.max(), 1e-6), None)]
-        e_lq = detail_energy(torch.from_numpy(r["lq"]).permute(2, 0, 1), 3, self.wavelet)
-        e_en = detail_energy(torch.from_numpy(r["enh"]).permute(2, 0, 1), 3, self.wavelet)
-        def bars(ax):
-            k = np.arange(1, 4); ax.bar(k - 0.2, e_lq, 0.4, label="LQ"); ax.bar(k + 0.2, e_en, 0.4, label="enhanced")
-            ax.set_yscale("log"); ax.set_xlabel("level"); ax.set_xticks(k); ax.legend(fontsize=8)
-        return [("LQ input", r["lq"], None), ("enhanced", r["enh"], None), ("detail energy", None, bars)]
+# %% ../nbs/12_explorer.ipynb #b549f922
+def _overlay_panel(ex: GuidanceExplorer, r: dict):
+    "The overlay panel: the overlay map drawn over the enhanced image."
+    m, o = r["overlay"], ex.overlay.value
+    top = float(m.max())
+    def draw(ax):
+        e = r["enh"]
+        ax.imshow(e[..., 0] if e.shape[-1] == 1 else e, cmap="gray", vmin=0, vmax=1)
+        ax.imshow(m, cmap="magma" if o == "uncertainty" else "autumn", vmin=0, vmax=max(top, 1e-6),
+                  alpha=np.clip(m / max(top, 1e-6), 0, 1) * 0.8)
+        ax.axis("off")
+    what = "std" if o == "uncertainty" else "V"
+    return (f"{o} (max {top:.3f} {what})", None, draw)
 
-    def refresh(self) -> dict:
-        "Recompute (what changed), redraw the figure and thumbnails; returns `render()`."
-        t = time.perf_counter()
-        r = self.render()
-        self.image.value = _figure_png(self._panels(r))
-        for w, s in ((self.thumb_a, self.guide_a), (self.thumb_b, self.guide_b)):
-            w.value = _png(to_hwc(self.hq_images[s.value]), self.thumb)
-        extra = f"; sample {self.sample.value} of {self.n_samples}" if self.samples.value else ""
-        self.status.value = f"rendered in {time.perf_counter() - t:.2f} s; {len(self._codes)} codes cached{extra}"
-        return r
+def _panels(ex: GuidanceExplorer, r: dict) -> list:
+    "The panels of the figure: those of the view, then the overlay panel when an overlay is on."
+    return _view_panels(ex, r) + ([_overlay_panel(ex, r)] if r["overlay"] is not None else [])
+
+def _view_panels(ex: GuidanceExplorer, r: dict) -> list:
+    "The panels of the chosen view (before, after, difference, or wavelet bands with the detail energy)."
+    v = ex.view.value
+    if v == "before": return [("LQ input", r["lq"], None)]
+    if v == "after": return [("LQ input", r["lq"], None), ("enhanced", r["enh"], None)]
+    if v == "difference":
+        d = r["diff"].mean(-1, keepdims=True)
+        return [(f"|enhanced − LQ| (max {d.max():.2f})", d / max(d.max(), 1e-6), None)]
+    e_lq = detail_energy(torch.from_numpy(r["lq"]).permute(2, 0, 1), 3, ex.wavelet)
+    e_en = detail_energy(torch.from_numpy(r["enh"]).permute(2, 0, 1), 3, ex.wavelet)
+    def bars(ax):
+        k = np.arange(1, 4); ax.bar(k - 0.2, e_lq, 0.4, label="LQ"); ax.bar(k + 0.2, e_en, 0.4, label="enhanced")
+        ax.set_yscale("log"); ax.set_xlabel("level"); ax.set_xticks(k); ax.legend(fontsize=8)
+    return [("LQ input", r["lq"], None), ("enhanced", r["enh"], None), ("detail energy", None, bars)]
+
+# %% ../nbs/12_explorer.ipynb #cbe8643d
+@method_of(GuidanceExplorer)
+def _render(self: GuidanceExplorer) -> dict:
+    "{'lq', 'enh', 'diff': (H,W,C) arrays in [0,1] (diff = |enh - lq|), 'overlay': (H,W) array or None}."
+    lq, enh = to_hwc(self.lq_images[self.lq.value]), to_hwc(self.enhanced())
+    return dict(lq=lq, enh=enh, diff=np.abs(enh - lq), overlay=self.overlay_map())
+
+@method_of(GuidanceExplorer)
+def _refresh(self: GuidanceExplorer) -> dict:
+    "Recompute (what changed), redraw the figure and thumbnails; returns `render()`."
+    t = time.perf_counter()
+    r = self.render()
+    self.image.value = _figure_png(_panels(self, r))
+    for w, s in ((self.thumb_a, self.guide_a), (self.thumb_b, self.guide_b)):
+        w.value = _png(to_hwc(self.hq_images[s.value]), self.thumb)
+    extra = f"; sample {self.sample.value} of {self.n_samples}" if self.samples.value else ""
+    self.status.value = f"rendered in {time.perf_counter() - t:.2f} s; {len(self._codes)} codes cached{extra}"
+    return r
 
 # %% ../nbs/12_explorer.ipynb #1a3176d6
 class DegradationExplorer(_Explorer):
@@ -276,38 +299,44 @@ class DegradationExplorer(_Explorer):
                     sigma=float(self.sigma.value), quality=int(self.quality.value), seed=int(self.seed.value),
                     enabled={k: bool(c.value) for k, c in self.enabled.items()})
 
-    def ops(self) -> list[tuple[str, dict]]:
-        "The (degradation, explicit kwargs) steps that the current settings apply (neutral ones skipped)."
-        s, on = self.state(), self.state()["enabled"]
-        steps = [("illumination", s["strength"] > 0, "uneven_illumination", dict(strength=s["strength"], scale=0.45)),
-                 ("gamma", s["gamma"] != 1, "adjust_gamma", dict(gamma=s["gamma"])),
-                 ("haze", s["t"] < 1, "haze", dict(t=s["t"], airlight=s["airlight"], illumination=0.0)),
-                 ("blur", s["radius"] > 0, "defocus_blur", dict(radius=s["radius"])),
-                 ("noise", s["sigma"] > 0, "gaussian_noise", dict(sigma=s["sigma"])),
-                 ("jpeg", True, "jpeg", dict(quality=s["quality"]))]
-        return [(fn, kw) for k, active, fn, kw in steps if on[k] and active]
+# %% ../nbs/12_explorer.ipynb #1c4cd0ac
+@method_of(DegradationExplorer)
+def _ops(self: DegradationExplorer) -> list[tuple[str, dict]]:
+    "The (degradation, explicit kwargs) steps that the current settings apply (neutral ones skipped)."
+    s, on = self.state(), self.state()["enabled"]
+    steps = [("illumination", s["strength"] > 0, "uneven_illumination", dict(strength=s["strength"], scale=0.45)),
+             ("gamma", s["gamma"] != 1, "adjust_gamma", dict(gamma=s["gamma"])),
+             ("haze", s["t"] < 1, "haze", dict(t=s["t"], airlight=s["airlight"], illumination=0.0)),
+             ("blur", s["radius"] > 0, "defocus_blur", dict(radius=s["radius"])),
+             ("noise", s["sigma"] > 0, "gaussian_noise", dict(sigma=s["sigma"])),
+             ("jpeg", True, "jpeg", dict(quality=s["quality"]))]
+    return [(fn, kw) for k, active, fn, kw in steps if on[k] and active]
 
-    def degraded(self) -> torch.Tensor:
-        "The degraded (C,H,W) image for the current settings."
-        y, seed = self.x, int(self.seed.value)
-        for k, (fn, kw) in enumerate(self.ops()):
-            y, _ = D.DEGRADATIONS[fn](y, **kw, seed=seed + k)
-        return y
+@method_of(DegradationExplorer)
+def _degraded(self: DegradationExplorer) -> torch.Tensor:
+    "The degraded (C,H,W) image for the current settings."
+    y, seed = self.x, int(self.seed.value)
+    for k, (fn, kw) in enumerate(self.ops()):
+        y, _ = D.DEGRADATIONS[fn](y, **kw, seed=seed + k)
+    return y
 
-    def render(self) -> dict:
-        "{'image': (H,W,C) degraded array, 'energy': (level,) detail energy per level (index 0 = level 1)}."
-        y = self.degraded()
-        return dict(image=to_hwc(y), energy=detail_energy(y, self.level, self.wavelet))
+# %% ../nbs/12_explorer.ipynb #fb7b3845
+@method_of(DegradationExplorer)
+def _render(self: DegradationExplorer) -> dict:
+    "{'image': (H,W,C) degraded array, 'energy': (level,) detail energy per level (index 0 = level 1)}."
+    y = self.degraded()
+    return dict(image=to_hwc(y), energy=detail_energy(y, self.level, self.wavelet))
 
-    def refresh(self) -> dict:
-        r = self.render()
-        def bars(ax):
-            k = np.arange(1, self.level + 1)
-            ax.bar(k - 0.2, self._energy0, 0.4, label="input"); ax.bar(k + 0.2, r["energy"], 0.4, label="degraded")
-            ax.set_yscale("log"); ax.set_xlabel("level"); ax.set_xticks(k); ax.legend(fontsize=8)
-        self.image.value = _figure_png([("input", to_hwc(self.x), None), ("degraded", r["image"], None),
-                                        ("detail energy", None, bars)])
-        return r
+@method_of(DegradationExplorer)
+def _refresh(self: DegradationExplorer) -> dict:
+    r = self.render()
+    def bars(ax):
+        k = np.arange(1, self.level + 1)
+        ax.bar(k - 0.2, self._energy0, 0.4, label="input"); ax.bar(k + 0.2, r["energy"], 0.4, label="degraded")
+        ax.set_yscale("log"); ax.set_xlabel("level"); ax.set_xticks(k); ax.legend(fontsize=8)
+    self.image.value = _figure_png([("input", to_hwc(self.x), None), ("degraded", r["image"], None),
+                                    ("detail energy", None, bars)])
+    return r
 
 # %% ../nbs/12_explorer.ipynb #ac9d7338
 class WaveletExplorer(_Explorer):
@@ -345,30 +374,34 @@ class WaveletExplorer(_Explorer):
         self.band_level.max = self.level.value               # clamps band_level
         self._on_change()
 
-    def state(self) -> dict:
-        return dict(wavelet=self.wavelet.value, mode=self.mode.value, level=int(self.level.value),
-                    band=self.band.value, band_level=int(self.band_level.value))
+# %% ../nbs/12_explorer.ipynb #b7976ff4
+@method_of(WaveletExplorer)
+def _state(self: WaveletExplorer) -> dict:
+    return dict(wavelet=self.wavelet.value, mode=self.mode.value, level=int(self.level.value),
+                band=self.band.value, band_level=int(self.band_level.value))
 
-    def render(self) -> dict:
-        "{'band': (C,h,w) coefficients of the selected band, 'error': max |x - waverec2(wavedec2(x))|, 'shape'}."
-        s = self.state(); x = self.x[None].double()
-        c = wavedec2(x, s["wavelet"], s["level"], s["mode"])
-        rec = waverec2(c, s["wavelet"], s["mode"], size=x.shape[-2:])
-        k = s["band_level"]
-        if s["band"] == "ll": band = wavedec2(x, s["wavelet"], k, s["mode"])[0]
-        else: band = c[len(c) - k][self.BANDS.index(s["band"]) - 1]
-        return dict(band=band[0].numpy(), error=float((rec - x).abs().max()))
+@method_of(WaveletExplorer)
+def _render(self: WaveletExplorer) -> dict:
+    "{'band': (C,h,w) coefficients of the selected band, 'error': max |x - waverec2(wavedec2(x))|, 'shape'}."
+    s = self.state(); x = self.x[None].double()
+    c = wavedec2(x, s["wavelet"], s["level"], s["mode"])
+    rec = waverec2(c, s["wavelet"], s["mode"], size=x.shape[-2:])
+    k = s["band_level"]
+    if s["band"] == "ll": band = wavedec2(x, s["wavelet"], k, s["mode"])[0]
+    else: band = c[len(c) - k][self.BANDS.index(s["band"]) - 1]
+    return dict(band=band[0].numpy(), error=float((rec - x).abs().max()))
 
-    def refresh(self) -> dict:
-        r = self.render(); b = r["band"]
-        if self.band.value == "ll": shown = b / max(float(b.max()), 1e-12)
-        else: shown = 0.5 + 0.5 * b / max(float(np.quantile(np.abs(b), 0.99)), 1e-12)
-        s = self.state()
-        self.image.value = _figure_png([("image", to_hwc(self.x), None),
-                                        (f"{s['band'].upper()}{s['band_level']} ({s['wavelet']}, {s['mode']})",
-                                         np.clip(shown, 0, 1).transpose(1, 2, 0), None)])
-        self.error.value = f"reconstruction error max|x - waverec2(wavedec2(x))| = {r['error']:.2e}"
-        return r
+@method_of(WaveletExplorer)
+def _refresh(self: WaveletExplorer) -> dict:
+    r = self.render(); b = r["band"]
+    if self.band.value == "ll": shown = b / max(float(b.max()), 1e-12)
+    else: shown = 0.5 + 0.5 * b / max(float(np.quantile(np.abs(b), 0.99)), 1e-12)
+    s = self.state()
+    self.image.value = _figure_png([("image", to_hwc(self.x), None),
+                                    (f"{s['band'].upper()}{s['band_level']} ({s['wavelet']}, {s['mode']})",
+                                     np.clip(shown, 0, 1).transpose(1, 2, 0), None)])
+    self.error.value = f"reconstruction error max|x - waverec2(wavedec2(x))| = {r['error']:.2e}"
+    return r
 
 # %% ../nbs/12_explorer.ipynb #c335f372
 def bench_explorer(model=None, # an HQGNet; None: the shipped data_samples/models/fundus_tiny.pt

@@ -90,6 +90,7 @@ def _png_filter(x: np.ndarray, # uint8 (H, W*bpp) raw rows
             out[r] = x[r] - _paeth(*(t[r].astype(np.int32) for t in (a, b, c))).astype(np.uint8)
     return np.concatenate([f[:, None], out], axis=1)
 
+# %% ../nbs/01_io.ipynb #efdcaa0e
 def _png_unfilter(rows: np.ndarray, # uint8 (H, 1 + W*bpp): filter byte + filtered bytes per row
                   bpp: int) -> np.ndarray:
     "Undo PNG row filters 0-4; return the raw bytes as uint8 (H, W, bpp)."
@@ -135,6 +136,7 @@ def _png_chunks(data: bytes, path):
         if typ == b"IEND": return
         pos = end
 
+# %% ../nbs/01_io.ipynb #aad1217d
 def _png_header(path) -> dict:
     "Read IHDR (and PLTE, acTL) from the start of a PNG file without touching the image data."
     info = dict(frames=1, gray_palette=False)
@@ -221,6 +223,7 @@ def _stretch(v: np.ndarray, lo: float, hi: float) -> np.ndarray:
     if hi <= lo: return np.zeros(v.shape, np.float32)
     return np.clip((v.astype(np.float64) - lo) / (hi - lo), 0, 1).astype(np.float32)
 
+# %% ../nbs/01_io.ipynb #f056ccae
 def _normalise(v: np.ndarray, path, window: WindowSpec = "auto",
                full: float | None = None, # native full scale (255, 65535, 1.0 for floats); None: no native scale
                file_window: tuple | None = None, # (center, width, function) stored in the file (DICOM)
@@ -488,6 +491,7 @@ class ImageInfo:
     height: int
     width: int
 
+# %% ../nbs/01_io.ipynb #0d355bce
 def _info(path, kind: str) -> tuple:
     if kind == "png":
         h = _png_header(path)

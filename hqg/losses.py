@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import kornia
-from .core import check_image, convert_channels, pad_to_multiple
+from .core import check_image, convert_channels, pad_to_multiple, method_of
 from .wavelets import wavedec2
 
 # %% auto #0
@@ -96,7 +96,7 @@ class R1Penalty(nn.Module):
     "Module form of `r1_penalty`."
     def forward(self, real_logits, real_images): return r1_penalty(real_logits, real_images)
 
-# %% ../nbs/07_losses.ipynb #9e7aed06
+# %% ../nbs/07_losses.ipynb #a4049d34
 WAVELET_BANDS = ("lh", "hl", "hh")   # order of the detail tuple returned by `hqg.wavelets.wavedec2`
 
 def _check_pair(x_lq, x_enh, names=("x_lq", "x_enh")):
@@ -104,6 +104,18 @@ def _check_pair(x_lq, x_enh, names=("x_lq", "x_enh")):
     if x_lq.shape != x_enh.shape:
         raise ValueError(f"{names[0]}/{names[1]}: expected equal shapes, got {tuple(x_lq.shape)} and {tuple(x_enh.shape)}")
 
+def _check_wavelet_args(x_lq: torch.Tensor, levels, bands, level_weights) -> list[float]:
+    "Check the level and band arguments of `wavelet_content_loss` against `x_lq`; return the J level weights."
+    if not isinstance(levels, int) or levels < 1: raise ValueError(f"levels: expected an int >= 1, got {levels!r}")
+    bad = [b for b in bands if b not in WAVELET_BANDS]
+    if bad or not bands: raise ValueError(f"bands: expected a non-empty subset of {WAVELET_BANDS}, got {tuple(bands)}")
+    lw = [1.0 / levels] * levels if level_weights is None else [float(v) for v in level_weights]
+    if len(lw) != levels: raise ValueError(f"level_weights: expected {levels} weights (one per level), got {len(lw)}")
+    if min(x_lq.shape[-2:]) < 2 ** levels:
+        raise ValueError(f"x_lq: {levels} levels need H and W >= {2 ** levels}, got shape {tuple(x_lq.shape)}")
+    return lw
+
+# %% ../nbs/07_losses.ipynb #9e7aed06
 def wavelet_content_loss(x_lq: torch.Tensor, # (B,C,H,W) or (C,H,W) input y, values in [0,1]
                          x_enh: torch.Tensor, # same shape: enhanced x̂
                          wavelet: str = "haar", # any orthogonal PyWavelets wavelet that hqg.wavelets supports
@@ -119,13 +131,7 @@ def wavelet_content_loss(x_lq: torch.Tensor, # (B,C,H,W) or (C,H,W) input y, val
                         ) -> torch.Tensor:
     "Wavelet content loss (scalar): L1 between (contrast-normalised) DWT detail bands of `x_lq` and `x_enh`."
     _check_pair(x_lq, x_enh)
-    if not isinstance(levels, int) or levels < 1: raise ValueError(f"levels: expected an int >= 1, got {levels!r}")
-    bad = [b for b in bands if b not in WAVELET_BANDS]
-    if bad or not bands: raise ValueError(f"bands: expected a non-empty subset of {WAVELET_BANDS}, got {tuple(bands)}")
-    lw = [1.0 / levels] * levels if level_weights is None else [float(v) for v in level_weights]
-    if len(lw) != levels: raise ValueError(f"level_weights: expected {levels} weights (one per level), got {len(lw)}")
-    if min(x_lq.shape[-2:]) < 2 ** levels:
-        raise ValueError(f"x_lq: {levels} levels need H and W >= {2 ** levels}, got shape {tuple(x_lq.shape)}")
+    lw = _check_wavelet_args(x_lq, levels, bands, level_weights)
     x = torch.cat([x_lq, x_enh]) if x_lq.ndim == 4 else torch.stack([x_lq, x_enh])
     x, _ = pad_to_multiple(x, 2 ** levels)
     if normalize: x = x - x.mean((2, 3), keepdim=True)    # offset-free anyway; centring helps float32 precision
@@ -474,7 +480,7 @@ class SegLoss(nn.Module):
         super().__init__(); self.kw = dict(w_dice=w_dice, w_bce=w_bce, eps=eps)
     def forward(self, logits, mask): return seg_loss(logits, mask, **self.kw)
 
-# %% ../nbs/07_losses.ipynb #06c84d31
+# %% ../nbs/07_losses.ipynb #2dd88c4d
 TERM_NAMES = ("adv", "wavelet", "feat", "cons", "struct", "illum", "kl", "seg", "style", "guide")
 
 def _need(term, weight, **inputs):
@@ -482,6 +488,13 @@ def _need(term, weight, **inputs):
     if missing: raise ValueError(f"lambda_{term}={weight} needs {', '.join(missing)}; got None "
                                  f"(pass it, or set lambda_{term}=0)")
 
+def _check_weights(weights: dict):
+    "Check that every weight lambda_k of `HQGLoss` is a number >= 0."
+    for k, v in weights.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            raise ValueError(f"lambda_{k}: expected a number >= 0, got {v!r}")
+
+# %% ../nbs/07_losses.ipynb #06c84d31
 class HQGLoss(nn.Module):
     "HQG-Net generator objective: weighted adversarial, content, consistency, StillGAN, KL and task terms."
     def __init__(self, lambda_adv: float = 1.0, lambda_wavelet: float = 10.0, lambda_feat: float = 1.0,
@@ -503,9 +516,7 @@ class HQGLoss(nn.Module):
         self.weights = dict(adv=lambda_adv, wavelet=lambda_wavelet, feat=lambda_feat, cons=lambda_cons,
                             struct=lambda_struct, illum=lambda_illum, kl=lambda_kl, seg=lambda_seg, style=lambda_style,
                             guide=lambda_guide)
-        for k, v in self.weights.items():
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                raise ValueError(f"lambda_{k}: expected a number >= 0, got {v!r}")
+        _check_weights(self.weights)
         _check_kind(gan_kind); self.gan_kind = gan_kind
         self.wavelet = WaveletContentLoss(wavelet=wavelet, levels=levels, bands=bands, level_weights=level_weights,
                                           ll_weight=ll_weight, normalize=wavelet_normalize,
@@ -519,41 +530,43 @@ class HQGLoss(nn.Module):
         self.style_target = style_target
         self.guide_scale = None if guide_scale is None else torch.as_tensor(guide_scale, dtype=torch.float32)
 
-    def forward(self, x_lq: torch.Tensor, # (B,C,H,W) LQ input y
-                x_enh: torch.Tensor, # (B,C,H,W) enhanced x̂ = G(y, z)
-                fake_logits=None, # D(x̂) logits (tensor or list), for "adv"
-                x_hq: torch.Tensor | None = None, # (B or 1,C,H,W) guidance z, for "cons" and "style"
-                kl: torch.Tensor | None = None, # KL from the generator (its mean is used), for "kl"
-                enc_gen: Callable | None = None, # the generator's encoder, for "feat"
-                enc_hq: Callable | None = None, # the guidance encoder E_g, for "cons"
-                enc_extra: Callable | None = None, # optional user encoder, for "feat"
-                seg_logits: torch.Tensor | None = None, # (B,K,H,W) S(x̂) logits, for "seg"
-                mask: torch.Tensor | None = None, # (B,K,H,W) masks, for "seg"
-                style_ref: torch.Tensor | None = None, # (B,2C+1) guide statistics for "style" (default: from x_hq)
-                x_alt: torch.Tensor | None = None, # (B,C,H,W) G(y, z_b), the same inputs under other guides, for "guide"
-                style_files: torch.Tensor | None = None, # (B,2C+1) statistics of the guides' whole files, for "guide"
-                style_files_alt: torch.Tensor | None = None, # (B,2C+1) the same for the other guides z_b
-               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        "Return `(total, terms)`: the weighted sum and a dict of detached, unweighted term values (+ 'total')."
-        check_image(x_enh, name="x_enh")
-        lam, v = self.weights, {}
-        if lam["adv"]: _need("adv", lam["adv"], fake_logits=fake_logits); v["adv"] = gan_loss_g(fake_logits, self.gan_kind)
-        if lam["wavelet"]: v["wavelet"] = self.wavelet(x_lq, x_enh)
-        if lam["feat"]:
-            if enc_gen is None and enc_extra is None: _need("feat", lam["feat"], enc_gen=None)
-            v["feat"] = self.feat([(enc_gen, x_lq, x_enh), (enc_extra, x_lq, x_enh)])
-        if lam["cons"]: _need("cons", lam["cons"], x_hq=x_hq, enc_hq=enc_hq); v["cons"] = self.cons(enc_hq, x_hq, x_enh)
-        if lam["struct"]: v["struct"] = self.struct(x_lq, x_enh)
-        if lam["illum"]: v["illum"] = self.illum(x_enh)
-        if lam["kl"]: _need("kl", lam["kl"], kl=kl); v["kl"] = kl.mean()
-        if lam["style"]: _need("style", lam["style"], x_hq=x_hq); v["style"] = self.style(x_enh, x_hq, dark_fov(x_lq), ref_stats=style_ref)
-        if lam["guide"]:
-            _need("guide", lam["guide"], x_alt=x_alt, style_files=style_files, style_files_alt=style_files_alt)
-            v["guide"] = guide_following_loss(x_enh, x_alt, style_files, style_files_alt, self.guide_scale, dark_fov(x_lq))
-        if lam["seg"]: _need("seg", lam["seg"], seg_logits=seg_logits, mask=mask); v["seg"] = self.seg(seg_logits, mask)
-        total = sum((lam[k] * t for k, t in v.items()), x_enh.new_zeros(()))
-        terms = {k: v[k].detach().float() if k in v else torch.zeros((), device=x_enh.device) for k in TERM_NAMES}
-        terms["total"] = total.detach().float()
-        return total, terms
-
     def extra_repr(self): return ", ".join(f"lambda_{k}={w}" for k, w in self.weights.items())
+
+# %% ../nbs/07_losses.ipynb #7b4c671b
+@method_of(HQGLoss)
+def _forward(self: HQGLoss, x_lq: torch.Tensor, # (B,C,H,W) LQ input y
+             x_enh: torch.Tensor, # (B,C,H,W) enhanced x̂ = G(y, z)
+             fake_logits=None, # D(x̂) logits (tensor or list), for "adv"
+             x_hq: torch.Tensor | None = None, # (B or 1,C,H,W) guidance z, for "cons" and "style"
+             kl: torch.Tensor | None = None, # KL from the generator (its mean is used), for "kl"
+             enc_gen: Callable | None = None, # the generator's encoder, for "feat"
+             enc_hq: Callable | None = None, # the guidance encoder E_g, for "cons"
+             enc_extra: Callable | None = None, # optional user encoder, for "feat"
+             seg_logits: torch.Tensor | None = None, # (B,K,H,W) S(x̂) logits, for "seg"
+             mask: torch.Tensor | None = None, # (B,K,H,W) masks, for "seg"
+             style_ref: torch.Tensor | None = None, # (B,2C+1) guide statistics for "style" (default: from x_hq)
+             x_alt: torch.Tensor | None = None, # (B,C,H,W) G(y, z_b), the same inputs under other guides, for "guide"
+             style_files: torch.Tensor | None = None, # (B,2C+1) statistics of the guides' whole files, for "guide"
+             style_files_alt: torch.Tensor | None = None, # (B,2C+1) the same for the other guides z_b
+            ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    "Return `(total, terms)`: the weighted sum and a dict of detached, unweighted term values (+ 'total')."
+    check_image(x_enh, name="x_enh")
+    lam, v = self.weights, {}
+    if lam["adv"]: _need("adv", lam["adv"], fake_logits=fake_logits); v["adv"] = gan_loss_g(fake_logits, self.gan_kind)
+    if lam["wavelet"]: v["wavelet"] = self.wavelet(x_lq, x_enh)
+    if lam["feat"]:
+        if enc_gen is None and enc_extra is None: _need("feat", lam["feat"], enc_gen=None)
+        v["feat"] = self.feat([(enc_gen, x_lq, x_enh), (enc_extra, x_lq, x_enh)])
+    if lam["cons"]: _need("cons", lam["cons"], x_hq=x_hq, enc_hq=enc_hq); v["cons"] = self.cons(enc_hq, x_hq, x_enh)
+    if lam["struct"]: v["struct"] = self.struct(x_lq, x_enh)
+    if lam["illum"]: v["illum"] = self.illum(x_enh)
+    if lam["kl"]: _need("kl", lam["kl"], kl=kl); v["kl"] = kl.mean()
+    if lam["style"]: _need("style", lam["style"], x_hq=x_hq); v["style"] = self.style(x_enh, x_hq, dark_fov(x_lq), ref_stats=style_ref)
+    if lam["guide"]:
+        _need("guide", lam["guide"], x_alt=x_alt, style_files=style_files, style_files_alt=style_files_alt)
+        v["guide"] = guide_following_loss(x_enh, x_alt, style_files, style_files_alt, self.guide_scale, dark_fov(x_lq))
+    if lam["seg"]: _need("seg", lam["seg"], seg_logits=seg_logits, mask=mask); v["seg"] = self.seg(seg_logits, mask)
+    total = sum((lam[k] * t for k, t in v.items()), x_enh.new_zeros(()))
+    terms = {k: v[k].detach().float() if k in v else torch.zeros((), device=x_enh.device) for k in TERM_NAMES}
+    terms["total"] = total.detach().float()
+    return total, terms

@@ -80,6 +80,7 @@ def _local_moments(a, b, w, window: int, sigma: float):
     mu_a, mu_b, aa, bb, ab = (s[:, 1 + i * C: 1 + (i + 1) * C] / d for i in range(5))
     return mu_a + ca, mu_b + cb, aa - mu_a ** 2, bb - mu_b ** 2, ab - mu_a * mu_b
 
+# %% ../nbs/10_metrics.ipynb #7c7558a5
 def _check_window(window, sigma):
     if int(window) != window or window < 1 or window % 2 == 0:
         raise ValueError(f"window: expected an odd size >= 1, got {window}")

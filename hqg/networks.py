@@ -55,6 +55,7 @@ def pad_input(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, 
     if ph or pw: xp = F.pad(xp, (0, pw, 0, ph), mode="replicate")
     return xp, size
 
+# %% ../nbs/06_networks.ipynb #391e086d
 class _ResBlock(nn.Module):
     "Post-activation residual block with normalisation; `down=True` halves H, W (strided conv, pooled shortcut)."
     def __init__(self, c_in: int, c_out: int, down: bool = False, norm: str = "instance"):
@@ -146,6 +147,7 @@ class GuidanceAutoencoder(nn.Module):
         code = self.enc.head(F.leaky_relu(feats[-1], 0.2).mean((2, 3)))
         return crop_to(self.dec(feats[-1], code), size)
 
+# %% ../nbs/06_networks.ipynb #a0bb79bf
 def freeze(module: nn.Module) -> nn.Module:
     "Switch off gradients and put `module` in eval mode; returns it."
     module.requires_grad_(False); return module.eval()
@@ -172,6 +174,7 @@ def _image_batches(data, batch_size: int, generator: torch.Generator, key: str |
             yield check_image(b, "images batch", ndim=4)
         if n == 0: raise ValueError("images: the loader yielded no batches")
 
+# %% ../nbs/06_networks.ipynb #6a49e4a0
 def pretrain_guidance_encoder(enc: GuidanceEncoder | GuidanceAutoencoder, # encoder (a decoder is made) or autoencoder
                               images, # (N,C,H,W) tensor in [0,1], or an iterable of batches (tensor/tuple/dict)
                               steps: int = 200, # optimizer steps
@@ -232,6 +235,25 @@ class _UpStage(nn.Module):
         x = F.leaky_relu(self.up(F.interpolate(x, scale_factor=2.0, mode="nearest")), 0.2)
         return F.leaky_relu(self.fuse(torch.cat([x, skip], 1)), 0.2)
 
+# %% ../nbs/06_networks.ipynb #f27cd54b
+def _gen_encoder(in_channels: int, w: list[int], depth: int, blocks: int, bottleneck_blocks: int, norm: str) -> tuple:
+    "The generator's encoder modules: stem, `depth` stride-2 stages of `blocks` residual blocks, bottleneck."
+    stem = nn.Conv2d(in_channels, w[0], 3, padding=1)
+    down = nn.ModuleList([nn.Sequential(_ResBlock(w[i - 1], w[i], down=True, norm=norm),
+                                        *[_ResBlock(w[i], w[i], norm=norm) for _ in range(blocks - 1)])
+                          for i in range(1, depth + 1)])
+    mid = nn.Sequential(*[_ResBlock(w[-1], w[-1], norm=norm) for _ in range(bottleneck_blocks)])
+    return stem, down, mid
+
+def _gen_decoder(w: list[int], depth: int, counts: list[int], lat: int, bn: str, out_channels: int) -> tuple:
+    "The generator's decoder modules: `counts[s]` VNM blocks in slot s, the upsampling stages, the 1x1 head."
+    levels = list(range(depth, -1, -1))  # slot s works at level depth - s
+    cond = nn.ModuleList([nn.ModuleList([VNMBlock(w[lv], lat, bn) for _ in range(n)])
+                          for lv, n in zip(levels, counts)])
+    up = nn.ModuleList([_UpStage(w[lv], w[lv - 1], w[lv - 1]) for lv in levels[:-1]])
+    head = nn.Conv2d(w[0], out_channels, 1)
+    return cond, up, head
+
 # %% ../nbs/06_networks.ipynb #3e0960f3
 class Generator(nn.Module):
     "Enhancement network G(y, z): U-Net with a residual encoder, LQ code v_y, VNM-conditioned decoder, sigmoid head."
@@ -257,22 +279,14 @@ class Generator(nn.Module):
         if blocks < 1: raise ValueError(f"blocks: expected >= 1, got {blocks}")
         self.in_channels, self.depth, self.code_hq, self.conditioning = in_channels, depth, code_hq, conditioning
         w = self.widths = _widths(base, depth, max_width)
-        self.stem = nn.Conv2d(in_channels, w[0], 3, padding=1)
-        self.down = nn.ModuleList([nn.Sequential(_ResBlock(w[i - 1], w[i], down=True, norm=norm),
-                                                 *[_ResBlock(w[i], w[i], norm=norm) for _ in range(blocks - 1)])
-                                   for i in range(1, depth + 1)])
-        self.mid = nn.Sequential(*[_ResBlock(w[-1], w[-1], norm=norm) for _ in range(bottleneck_blocks)])
+        self.stem, self.down, self.mid = _gen_encoder(in_channels, w, depth, blocks, bottleneck_blocks, norm)
         if conditioning == "adain": self.to_code, self.vnm, lat, bn = None, None, code_hq, "adain"
         else:
             self.to_code = nn.Linear(2 * w[-1], code_lq)
             self.vnm = VariationalNorm(code_lq, code_hq, latent, hidden, deterministic=conditioning == "deterministic")
             lat, bn = latent, "adalin"
         counts = self.vnm_counts = _vnm_layout(n_vnm, depth, vnm_placement)
-        levels = list(range(depth, -1, -1))  # slot s works at level depth - s
-        self.cond = nn.ModuleList([nn.ModuleList([VNMBlock(w[lv], lat, bn) for _ in range(n)])
-                                   for lv, n in zip(levels, counts)])
-        self.up = nn.ModuleList([_UpStage(w[lv], w[lv - 1], w[lv - 1]) for lv in levels[:-1]])
-        self.head = nn.Conv2d(w[0], in_channels, 1)
+        self.cond, self.up, self.head = _gen_decoder(w, depth, counts, lat, bn, in_channels)
         self.residual = residual
         if residual:  # small head: the untrained generator is close to the identity map
             with torch.no_grad(): self.head.weight.mul_(0.1); self.head.bias.zero_()
@@ -280,49 +294,55 @@ class Generator(nn.Module):
     @property
     def multiple(self) -> int: return 2 ** self.depth
 
-    def encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-        "Padded (B,C,H,W) in [0,1] -> (feature maps of levels 0..depth, the last after the bottleneck; v_y or None)."
-        feats = [F.leaky_relu(self.stem(to_signed(x)), 0.2)]
-        for stage in self.down: feats.append(stage(feats[-1]))
-        feats[-1] = self.mid(feats[-1])
-        if self.to_code is None: return feats, None
-        var, mean = torch.var_mean(feats[-1], dim=(2, 3), correction=0)
-        return feats, self.to_code(torch.cat([mean, (var + 1e-5).sqrt()], 1))
+# %% ../nbs/06_networks.ipynb #406c899b
+@method_of(Generator)
+def _encode(self: Generator, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    "Padded (B,C,H,W) in [0,1] -> (feature maps of levels 0..depth, the last after the bottleneck; v_y or None)."
+    feats = [F.leaky_relu(self.stem(to_signed(x)), 0.2)]
+    for stage in self.down: feats.append(stage(feats[-1]))
+    feats[-1] = self.mid(feats[-1])
+    if self.to_code is None: return feats, None
+    var, mean = torch.var_mean(feats[-1], dim=(2, 3), correction=0)
+    return feats, self.to_code(torch.cat([mean, (var + 1e-5).sqrt()], 1))
 
-    def decode(self, feats: list[torch.Tensor], v_y: torch.Tensor | None, v_z: torch.Tensor,
-               temperature: float = 1.0, generator: torch.Generator | None = None,
-               x_pad: torch.Tensor | None = None, # the padded input (needed when `residual`)
-              ) -> GenOutput:
-        "Feature maps + codes -> GenOutput on the padded size."
-        if self.residual and x_pad is None: raise ValueError("x_pad: the residual head needs the padded input")
-        if self.vnm is None:
-            if v_z.ndim != 2 or v_z.shape[1] != self.code_hq or v_z.shape[0] not in (1, feats[0].shape[0]):
-                raise ValueError(f"v_z: expected a (B or 1,{self.code_hq}) code, got {tuple(v_z.shape)}")
-            w, kl = v_z, v_z.new_zeros(())
-        else: w, kl = self.vnm(v_y, v_z, temperature, generator)
-        h = feats[-1]
-        for s, blocks in enumerate(self.cond):
-            if s > 0: h = self.up[s - 1](h, feats[self.depth - s])
-            for blk in blocks: h = blk(h, w)
-        out = self.head(h)
-        if self.residual: out = out + torch.logit(x_pad.clamp(1e-3, 1 - 1e-3))
-        return GenOutput(torch.sigmoid(out), kl)
+@method_of(Generator)
+def _decode(self: Generator, feats: list[torch.Tensor], v_y: torch.Tensor | None, v_z: torch.Tensor,
+            temperature: float = 1.0, generator: torch.Generator | None = None,
+            x_pad: torch.Tensor | None = None, # the padded input (needed when `residual`)
+           ) -> GenOutput:
+    "Feature maps + codes -> GenOutput on the padded size."
+    if self.residual and x_pad is None: raise ValueError("x_pad: the residual head needs the padded input")
+    if self.vnm is None:
+        if v_z.ndim != 2 or v_z.shape[1] != self.code_hq or v_z.shape[0] not in (1, feats[0].shape[0]):
+            raise ValueError(f"v_z: expected a (B or 1,{self.code_hq}) code, got {tuple(v_z.shape)}")
+        w, kl = v_z, v_z.new_zeros(())
+    else: w, kl = self.vnm(v_y, v_z, temperature, generator)
+    h = feats[-1]
+    for s, blocks in enumerate(self.cond):
+        if s > 0: h = self.up[s - 1](h, feats[self.depth - s])
+        for blk in blocks: h = blk(h, w)
+    out = self.head(h)
+    if self.residual: out = out + torch.logit(x_pad.clamp(1e-3, 1 - 1e-3))
+    return GenOutput(torch.sigmoid(out), kl)
 
-    def content_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        "The encoder's feature maps of a (B,C,H,W) image in [0,1] (padded size), for feature-level losses."
-        check_image(x, "x", ndim=4, channels=(self.in_channels,))
-        return self.encode(pad_input(x, self.multiple)[0])[0]
+# %% ../nbs/06_networks.ipynb #d8e18961
+@method_of(Generator)
+def _content_features(self: Generator, x: torch.Tensor) -> list[torch.Tensor]:
+    "The encoder's feature maps of a (B,C,H,W) image in [0,1] (padded size), for feature-level losses."
+    check_image(x, "x", ndim=4, channels=(self.in_channels,))
+    return self.encode(pad_input(x, self.multiple)[0])[0]
 
-    def forward(self, x_lq: torch.Tensor, # (B,C,H,W) in [0,1], any H, W
-                v_z: torch.Tensor, # (B,code_hq) or (1,code_hq) guidance code
-                temperature: float = 1.0, # VNM noise scale tau (1 in training, 0 = deterministic)
-                generator: torch.Generator | None = None, # RNG for the VNM noise
-               ) -> GenOutput:
-        check_image(x_lq, "x_lq", ndim=4, channels=(self.in_channels,))
-        xp, size = pad_input(x_lq, self.multiple)
-        feats, v_y = self.encode(xp)
-        out = self.decode(feats, v_y, v_z, temperature, generator, xp)
-        return GenOutput(crop_to(out.x_enh, size), out.kl)
+@method_of(Generator)
+def _forward(self: Generator, x_lq: torch.Tensor, # (B,C,H,W) in [0,1], any H, W
+             v_z: torch.Tensor, # (B,code_hq) or (1,code_hq) guidance code
+             temperature: float = 1.0, # VNM noise scale tau (1 in training, 0 = deterministic)
+             generator: torch.Generator | None = None, # RNG for the VNM noise
+            ) -> GenOutput:
+    check_image(x_lq, "x_lq", ndim=4, channels=(self.in_channels,))
+    xp, size = pad_input(x_lq, self.multiple)
+    feats, v_y = self.encode(xp)
+    out = self.decode(feats, v_y, v_z, temperature, generator, xp)
+    return GenOutput(crop_to(out.x_enh, size), out.kl)
 
 # %% ../nbs/06_networks.ipynb #23c1fac7
 class Discriminator(nn.Module):
@@ -412,9 +432,28 @@ def resolve_config(size: str = "tiny", variant: str = "hqg", **overrides) -> dic
     if VARIANTS[variant] == "adain" and "gen_n_vnm" not in overrides: cfg["gen_n_vnm"] = cfg["gen_depth"]
     return cfg
 
-# %% ../nbs/06_networks.ipynb #d84fbc6d
+# %% ../nbs/06_networks.ipynb #3ca9db8f
 FOV_MODES = ("auto", "none")  # HQGNet(fov=...): what `enhance` does outside the field of view by default
 
+def _store_sides(cfg: dict, guide_tile, train_side):
+    "Check HQGNet's `guide_tile` and `train_side`; keep each in its model_config `cfg` when it is set."
+    if guide_tile is not None:
+        if isinstance(guide_tile, bool) or not isinstance(guide_tile, int) or guide_tile < 8:
+            raise ValueError(f"guide_tile: expected None or an int >= 8, got {guide_tile!r}")
+        cfg["guide_tile"] = guide_tile  # kept only when set (older checkpoints lack it)
+    if train_side is not None:
+        if isinstance(train_side, bool) or not isinstance(train_side, int) or train_side < 8:
+            raise ValueError(f"train_side: expected None or an int >= 8, got {train_side!r}")
+        cfg["train_side"] = train_side  # kept only when set
+
+def _hqg_nets(in_channels: int, c: dict, with_seg: bool) -> tuple:
+    "HQGNet's generator, discriminator, guidance encoder and (with `with_seg`) segmenter, built in this order."
+    return (make_generator(in_channels, c),
+            Discriminator(in_channels, c["disc_base"], c["disc_depth"], c["disc_max_width"], c["spectral_norm"]),
+            GuidanceEncoder(in_channels, c["enc_base"], c["enc_depth"], c["enc_max_width"], c["code_hq"]),
+            Segmenter(in_channels, 1, c["seg_base"], c["seg_depth"], c["seg_max_width"]) if with_seg else None)
+
+# %% ../nbs/06_networks.ipynb #d84fbc6d
 class HQGNet(nn.Module):
     "HQG-Net's networks: generator `gen`, discriminator `disc`, guidance encoder `enc_hq`, optional segmenter `seg`."
     def __init__(self, in_channels: int = 3, # image channels, 1 or 3
@@ -432,20 +471,10 @@ class HQGNet(nn.Module):
         self.model_config = dict(in_channels=in_channels, size=size, variant=variant, with_seg=with_seg,
                                  freeze_guidance=freeze_guidance, **overrides)
         self.fov = fov  # checked; kept in model_config when it is not "none"
-        if guide_tile is not None:
-            if isinstance(guide_tile, bool) or not isinstance(guide_tile, int) or guide_tile < 8:
-                raise ValueError(f"guide_tile: expected None or an int >= 8, got {guide_tile!r}")
-            self.model_config["guide_tile"] = guide_tile  # kept only when set (older checkpoints lack it)
-        if train_side is not None:
-            if isinstance(train_side, bool) or not isinstance(train_side, int) or train_side < 8:
-                raise ValueError(f"train_side: expected None or an int >= 8, got {train_side!r}")
-            self.model_config["train_side"] = train_side  # kept only when set
+        _store_sides(self.model_config, guide_tile, train_side)
         c = self.cfg = resolve_config(size, variant, **overrides)
         self.in_channels, self.freeze_guidance = in_channels, freeze_guidance
-        self.gen = make_generator(in_channels, c)
-        self.disc = Discriminator(in_channels, c["disc_base"], c["disc_depth"], c["disc_max_width"], c["spectral_norm"])
-        self.enc_hq = GuidanceEncoder(in_channels, c["enc_base"], c["enc_depth"], c["enc_max_width"], c["code_hq"])
-        self.seg = Segmenter(in_channels, 1, c["seg_base"], c["seg_depth"], c["seg_max_width"]) if with_seg else None
+        self.gen, self.disc, self.enc_hq, self.seg = _hqg_nets(in_channels, c, with_seg)
         self.register_buffer("default_code", torch.full((1, c["code_hq"]), float("nan")))
         if freeze_guidance: freeze(self.enc_hq)
 
@@ -453,10 +482,6 @@ class HQGNet(nn.Module):
         super().train(mode)
         if self.freeze_guidance: self.enc_hq.eval()
         return self
-
-    def forward(self, x_lq, code, temperature: float = 1.0, generator=None) -> GenOutput:
-        "Training-time call: `gen(x_lq, code, temperature, generator)` with gradients."
-        return self.gen(x_lq, code, temperature, generator)
 
     @property
     def fov(self) -> str: return self.model_config.get("fov", "none")
@@ -468,26 +493,39 @@ class HQGNet(nn.Module):
         self.model_config.pop("fov", None)
         if mode != "none": self.model_config["fov"] = mode
 
-    @property
-    def guide_tile(self) -> int | None: return self.model_config.get("guide_tile")
+# %% ../nbs/06_networks.ipynb #0f6588a9
+def _property_of(cls):
+    "`method_of` for a read-only property: attach the decorated `_name` as the property `name` of `cls`."
+    def deco(f):
+        setattr(cls, method_of(cls)(f).__name__, property(f))  # replaces the plain method that method_of attached
+        return f
+    return deco
 
-    @property
-    def train_side(self) -> int | None: return self.model_config.get("train_side")
+@method_of(HQGNet)
+def _forward(self: HQGNet, x_lq, code, temperature: float = 1.0, generator=None) -> GenOutput:
+    "Training-time call: `gen(x_lq, code, temperature, generator)` with gradients."
+    return self.gen(x_lq, code, temperature, generator)
 
-    @property
-    def code_dim(self) -> int: return self.cfg["code_hq"]
+@_property_of(HQGNet)
+def _guide_tile(self: HQGNet) -> int | None: return self.model_config.get("guide_tile")
 
-    @property
-    def min_size(self) -> int: return self.gen.multiple  # 2**gen_depth: the smallest H, W that `enhance` accepts
+@_property_of(HQGNet)
+def _train_side(self: HQGNet) -> int | None: return self.model_config.get("train_side")
 
-    @property
-    def min_guide_size(self) -> int: return 2 ** self.enc_hq.depth  # the smallest H, W of a guidance image
+@_property_of(HQGNet)
+def _code_dim(self: HQGNet) -> int: return self.cfg["code_hq"]
 
-    @property
-    def device(self) -> torch.device: return self.default_code.device
+@_property_of(HQGNet)
+def _min_size(self: HQGNet) -> int: return self.gen.multiple  # 2**gen_depth: the smallest H, W that `enhance` accepts
 
-    @property
-    def has_default_guidance(self) -> bool: return not bool(torch.isnan(self.default_code).any())
+@_property_of(HQGNet)
+def _min_guide_size(self: HQGNet) -> int: return 2 ** self.enc_hq.depth  # the smallest H, W of a guidance image
+
+@_property_of(HQGNet)
+def _device(self: HQGNet) -> torch.device: return self.default_code.device
+
+@_property_of(HQGNet)
+def _has_default_guidance(self: HQGNet) -> bool: return not bool(torch.isnan(self.default_code).any())
 
 # %% ../nbs/06_networks.ipynb #24bad152
 @torch.no_grad()
@@ -513,6 +551,7 @@ def encode_tiled(enc: nn.Module, # a guidance encoder: (B,C,h,w) -> (B, D)
     w = torch.where(lit.any(1, keepdim=True), lit, torch.ones_like(lit)).to(codes.dtype)
     return (codes * w[..., None]).sum(1) / w.sum(1, keepdim=True)
 
+# %% ../nbs/06_networks.ipynb #9da84414
 @method_of(HQGNet)
 def _encode_guidance(self: HQGNet, x_hq: torch.Tensor, # (B,C,H,W) or (C,H,W) HQ image(s) in [0,1]
                    ) -> torch.Tensor: # (B, code_dim)
@@ -586,6 +625,7 @@ def _scaled(self: HQGNet, x: torch.Tensor, f: float, run) -> torch.Tensor:
     corr = F.interpolate(lg(run(small)) - lg(small), size=x.shape[-2:], mode="bilinear", align_corners=False)
     return torch.sigmoid(lg(x) + corr)
 
+# %% ../nbs/06_networks.ipynb #7319cf38
 @method_of(HQGNet)
 def _resolve_code(self: HQGNet, guidance, code, batch: int) -> torch.Tensor:
     "The (batch, code_dim) guidance code of `enhance`: from guide images or a path, a given code, or the default guide."
@@ -606,6 +646,7 @@ def _resolve_code(self: HQGNet, guidance, code, batch: int) -> torch.Tensor:
         raise ValueError(f"guidance/code: expected batch 1 or {batch} (as x_lq), got {code.shape[0]}")
     return code.to(self.device)
 
+# %% ../nbs/06_networks.ipynb #d41fa68d
 @method_of(HQGNet)
 @torch.no_grad()
 def _enhance(self: HQGNet, x_lq: torch.Tensor, # (B,C,H,W) or (C,H,W) LQ image(s) in [0,1], H, W >= min_size
@@ -642,6 +683,7 @@ def _save_checkpoint(self: HQGNet, path: str | os.PathLike) -> Path:
     atomic_write(path, lambda f: torch.save(self.checkpoint_dict(), f))
     return path
 
+# %% ../nbs/06_networks.ipynb #ad79835d
 CKPT_FORMATS = (None, "hqg-model", "hqg-train")  # "format" values from_checkpoint reads (None: save_checkpoint's files)
 
 def _version(v) -> tuple[int, ...]:
@@ -655,6 +697,7 @@ def newer_version_note(ckpt: dict) -> str:
     if _version(v) <= _version(__version__): return ""
     return f" (written by hqg {v}, newer than this hqg {__version__}: upgrade hqg to read it)"
 
+# %% ../nbs/06_networks.ipynb #be700b98
 def _from_checkpoint(cls, path: str | os.PathLike, map_location="cpu") -> HQGNet:
     "Build an HQGNet from a checkpoint written by `save_checkpoint` (read with weights_only=True)."
     path = Path(path)

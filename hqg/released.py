@@ -275,6 +275,7 @@ def _macs(net: ReleasedNet | HQGNet, c: int, image_size: int, batch: int, code_d
     return {f"{k}_gmacs": estimate_macs(getattr(net, k), *a) * batch / 1e9
             for k, a in (("gen", gen_args), ("enc_hq", (x,)), ("disc", (x,)))}
 
+# %% ../nbs/06a_released.ipynb #fcd5b353
 def _bench(name: str, net: ReleasedNet | HQGNet, meta_net, code_dim: int, batch: int, image_size: int,
            device, repeats: int, verbose: bool) -> dict:
     _check_bench_args(batch, image_size, repeats)

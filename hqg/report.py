@@ -57,6 +57,7 @@ def block_demo(r: dict) -> str:
             f"{len(r['rows'])} test views; PSNR/SSIM inside the field of view ({r['source']['note']}).\n\n"
             + demo_table(r["rows"]).rstrip("\n"))
 
+# %% ../nbs/13d_report.ipynb #2e655fd2
 SHIPPED_KEYS = (("psnr", "PSNR (dB)", 2), ("ssim", "SSIM", 4), ("vessel_contrast", "vessel contrast (× gt)", 2),
                 ("noise", "noise (MAD)", 4), ("border", "border outside the FOV", 4), ("uncertainty", "uncertainty", 4),
                 ("created", "created structure", 4), ("lost", "lost structure", 4))
@@ -86,6 +87,7 @@ def block_benchmark(r: dict) -> str:
                      + (["", "The paper's claim at this budget (better/worse only beyond the combined std over seeds):", ""]
                         + [f"- {l}" for l in claim] if claim else []))
 
+# %% ../nbs/13d_report.ipynb #00754a60
 def block_bilevel(r: dict) -> str:
     metrics = [k[:-5] for k in r["rows"][0] if k.endswith("_mean")]
     lines = [f"Bi-level vs enhance-only ({r['source']['note']}); mean ± std over seeds:", "",
@@ -104,6 +106,7 @@ def block_large(r: dict) -> str:
                      f"{_f(x['psnr_in'])} → {_f(x['psnr'])} | {_f(x['ssim_in'], 4)} → {_f(x['ssim'], 4)} |")
     return "\n".join(lines)
 
+# %% ../nbs/13d_report.ipynb #7a3755ba
 def block_summary(recs: dict) -> str:
     "The README's few lines: the demo's gain, the shipped model's guidance, the benchmark's ranking."
     out = []

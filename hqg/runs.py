@@ -12,7 +12,7 @@ import yaml
 import torch
 import torch.distributed as dist
 import hqg
-from .core import seed_everything, get_device
+from .core import seed_everything, get_device, method_of
 from .networks import HQGNet, GuidanceAutoencoder, PRESETS as NET_PRESETS, VARIANTS, pretrain_guidance_encoder
 from .losses import HQGLoss, GAN_KINDS, WAVELET_BANDS, FEATURE_DISTANCES, load_feature_encoder, style_scale, style_statistics
 from .data import UnpairedDataset, PairedTestSet, make_loader
@@ -308,6 +308,8 @@ PRESETS = {
     "paper-bilevel": {"base": "paper+bilevel",
                       "bilevel": {"warmup_steps": 10_000, "ramp_steps": 5000, "pretrain_seg_steps": 2000}},
 }
+
+# %% ../nbs/13_runs.ipynb #4cffae72
 OVERLAYS = {
     "no-vnm": {"model": {"variant": "deterministic"}, "loss": {"lambda_kl": 0.0}},
     "no-wavelet": {"loss": {"lambda_wavelet": 0.0}},
@@ -475,6 +477,7 @@ def reference_guides(d: DataConfig) -> list[Path]:
     return [root / f["file"] for f in files if isinstance(f, dict) and str(f.get("file", "")).startswith("hq/")
             and isinstance(f.get("style"), dict) and f["style"].get("name") == "reference" and (root / f["file"]).is_file()]
 
+# %% ../nbs/13_runs.ipynb #8fc91c61
 def _datasets(d: DataConfig, seed: int):
     if d.root is None:
         raise ValueError("data.root: not set; point it at a dataset folder with lq/ and hq/ "
@@ -497,6 +500,7 @@ def _datasets(d: DataConfig, seed: int):
         except (FileNotFoundError, ValueError) as e: raise _one_line(e, "data.val_root: ") from None
     return ds, val
 
+# %% ../nbs/13_runs.ipynb #8d8d3fd0
 def build(cfg: RunConfig | str | dict, # a config, or anything `load_config` takes
          ) -> tuple[HQGNet, HQGLoss, UnpairedDataset, PairedTestSet | None]:
     "The networks, loss, training set and (optional) paired validation set of a run config."
@@ -588,6 +592,7 @@ def _pretrain_segmenter(net: HQGNet, cfg: RunConfig) -> list[float]:
     net.seg.to("cpu")
     return hist
 
+# %% ../nbs/13_runs.ipynb #0c1d099e
 def trainer_class(cfg: RunConfig) -> tuple[type, dict]:
     "The engine of a config and its extra keyword arguments: Trainer, BilevelTrainer or CycleGANTrainer."
     if cfg.model.method == "cyclegan":
@@ -605,6 +610,18 @@ def _feature_encoder(cfg: RunConfig):
     try: return load_feature_encoder(cfg.model.feature_encoder, device=get_device(cfg.train.device))
     except ValueError as e: raise ValueError(f"model.feature_encoder: {str(e).removeprefix('path: ')}") from None
 
+def fov_val_metrics() -> dict:
+    "Validation metrics of hqg runs: PSNR and SSIM (hqg.metrics) inside the ground truth's field of view."
+    from hqg.metrics import psnr, ssim
+    from hqg.degrade import estimate_fov
+    return {"psnr": lambda x, gt: psnr(x.clamp(0, 1), gt, mask=estimate_fov(gt)).mean(),
+            "ssim": lambda x, gt: ssim(x.clamp(0, 1), gt, mask=estimate_fov(gt)).mean()}
+
+def _trainer_kwargs(cfg: RunConfig) -> dict:
+    kw = {f.name: getattr(cfg.train, f.name) for f in fields(TrainConfig) if f.name != "pretrain_guidance_steps"}
+    return dict(kw, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers)
+
+# %% ../nbs/13_runs.ipynb #a9c80a5c
 def _init_distributed(device: str) -> bool:
     "Under torchrun (WORLD_SIZE > 1) start the process group (nccl on CUDA, else gloo); True if we started it."
     if not dist.is_available() or dist.is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) <= 1: return False
@@ -622,17 +639,6 @@ def _shared_run_dir(out) -> Path:
     dist.broadcast_object_list(box, src=0)
     return Path(box[0])
 
-def fov_val_metrics() -> dict:
-    "Validation metrics of hqg runs: PSNR and SSIM (hqg.metrics) inside the ground truth's field of view."
-    from hqg.metrics import psnr, ssim
-    from hqg.degrade import estimate_fov
-    return {"psnr": lambda x, gt: psnr(x.clamp(0, 1), gt, mask=estimate_fov(gt)).mean(),
-            "ssim": lambda x, gt: ssim(x.clamp(0, 1), gt, mask=estimate_fov(gt)).mean()}
-
-def _trainer_kwargs(cfg: RunConfig) -> dict:
-    kw = {f.name: getattr(cfg.train, f.name) for f in fields(TrainConfig) if f.name != "pretrain_guidance_steps"}
-    return dict(kw, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers)
-
 # %% ../nbs/13_runs.ipynb #e952f410
 def train(cfg: RunConfig | str | dict | None = "tiny", # config (anything load_config takes); None + resume: the stored one
           out: str | Path = "runs/train", # parent folder of the run folders
@@ -649,6 +655,7 @@ def train(cfg: RunConfig | str | dict | None = "tiny", # config (anything load_c
     finally:
         if started: dist.destroy_process_group()
 
+# %% ../nbs/13_runs.ipynb #df0726e1
 def _train(cfg, out, max_steps, resume, device, progress, run_dir) -> Path:
     given = None if cfg is None else (cfg if isinstance(cfg, RunConfig) else load_config(cfg))
     state = None
@@ -678,6 +685,7 @@ def _train(cfg, out, max_steps, resume, device, progress, run_dir) -> Path:
     trainer.fit()
     return run
 
+# %% ../nbs/13_runs.ipynb #dfe4abd0
 def read_metrics(run: str | Path) -> list[dict]:
     "The logged rows of a run's metrics.jsonl (a truncated last line of a killed run is skipped)."
     p = Path(run) / "metrics.jsonl"
@@ -737,25 +745,42 @@ class RunProgress:
         while not self._stop.wait(self.every): self.poll()
         self.poll()
 
-    def poll(self):
-        "Read the newest metrics row and move the bar to it."
-        from tqdm.auto import tqdm
-        files = [f for f in self.run.rglob("metrics.jsonl") if f.is_file()]
-        if not files: return
-        src = max(files, key=lambda f: f.stat().st_mtime)
-        row = _last_row(src)
-        if row is None or "step" not in row: return
-        if src != self.src:
-            if self.bar is not None: self.bar.close()
-            try: total = yaml.safe_load((src.parent / "config.yaml").read_text())["train"]["max_steps"]
-            except Exception: total = None
-            name = src.parent.relative_to(self.run).as_posix()
-            self.bar = tqdm(total=total, initial=row["step"], desc=f"train {name}" if name != "." else "train",
-                            unit="step", file=self.file, dynamic_ncols=True, mininterval=0.5)  # rate from here on
-            self.src = src
-        self.bar.update(row["step"] - self.bar.n)
-        losses = {n: f"{row[k]:.3f}" for n, k in (("g", "g_total"), ("d", "d_total")) if isinstance(row.get(k), (int, float))}
-        if losses: self.bar.set_postfix(losses, refresh=True)
+# %% ../nbs/13_runs.ipynb #6620d35a
+@method_of(RunProgress)
+def _poll(self: RunProgress):
+    "Read the newest metrics row and move the bar to it."
+    from tqdm.auto import tqdm
+    files = [f for f in self.run.rglob("metrics.jsonl") if f.is_file()]
+    if not files: return
+    src = max(files, key=lambda f: f.stat().st_mtime)
+    row = _last_row(src)
+    if row is None or "step" not in row: return
+    if src != self.src:
+        if self.bar is not None: self.bar.close()
+        try: total = yaml.safe_load((src.parent / "config.yaml").read_text())["train"]["max_steps"]
+        except Exception: total = None
+        name = src.parent.relative_to(self.run).as_posix()
+        self.bar = tqdm(total=total, initial=row["step"], desc=f"train {name}" if name != "." else "train",
+                        unit="step", file=self.file, dynamic_ncols=True, mininterval=0.5)  # rate from here on
+        self.src = src
+    self.bar.update(row["step"] - self.bar.n)
+    losses = {n: f"{row[k]:.3f}" for n, k in (("g", "g_total"), ("d", "d_total")) if isinstance(row.get(k), (int, float))}
+    if losses: self.bar.set_postfix(losses, refresh=True)
+
+# %% ../nbs/13_runs.ipynb #3d98895d
+def _prepare_run(nb: Path, parameters: dict | None, out, run_dir) -> tuple[dict, Path]:
+    "The parameters to inject (checked against the declared ones, plus run_dir and out) and the run folder (made)."
+    params, declared = dict(parameters or {}), notebook_parameters(nb)
+    unknown = [k for k in params if k not in declared]
+    if unknown: raise ValueError(f"parameters {unknown} are not declared in the 'parameters' cell of {nb.name}; "
+                                 f"declared: {', '.join(declared) or 'none (no cell tagged parameters)'}")
+    out = Path(out) if out is not None else Path("runs") / nb.stem
+    if run_dir is None and params.get("resume") and "run_dir" in declared: run_dir = _resume_run_dir(out)
+    run = Path(run_dir) if run_dir is not None else new_run_dir(out)
+    run.mkdir(parents=True, exist_ok=True)
+    if "run_dir" in declared and "run_dir" not in params: params["run_dir"] = str(run.resolve())
+    if "out" in declared and "out" not in params: params["out"] = str(out.resolve())
+    return params, run
 
 # %% ../nbs/13_runs.ipynb #f3439f9a
 def run_notebook(notebook: str | Path, # the .ipynb to execute (with a cell tagged `parameters`)
@@ -775,16 +800,7 @@ def run_notebook(notebook: str | Path, # the .ipynb to execute (with a cell tagg
     from papermill.exceptions import PapermillExecutionError
     nb = Path(notebook)
     if not nb.is_file() or nb.suffix != ".ipynb": raise FileNotFoundError(f"notebook {nb} does not exist or is not an .ipynb file")
-    params, declared = dict(parameters or {}), notebook_parameters(nb)
-    unknown = [k for k in params if k not in declared]
-    if unknown: raise ValueError(f"parameters {unknown} are not declared in the 'parameters' cell of {nb.name}; "
-                                 f"declared: {', '.join(declared) or 'none (no cell tagged parameters)'}")
-    out = Path(out) if out is not None else Path("runs") / nb.stem
-    if run_dir is None and params.get("resume") and "run_dir" in declared: run_dir = _resume_run_dir(out)
-    run = Path(run_dir) if run_dir is not None else new_run_dir(out)
-    run.mkdir(parents=True, exist_ok=True)
-    if "run_dir" in declared and "run_dir" not in params: params["run_dir"] = str(run.resolve())
-    if "out" in declared and "out" not in params: params["out"] = str(out.resolve())
+    params, run = _prepare_run(nb, parameters, out, run_dir)
     dst = _unique_path(run / nb.name)
     watch = RunProgress(run) if progress else contextlib.nullcontext()
     try:

@@ -127,6 +127,7 @@ def _degrade_view(x: torch.Tensor, preset: str, seed: int, use_fov: bool):
     y, params = degrade(x, preset=preset, seed=seed, fov=fov)
     return y, params
 
+# %% ../nbs/04a_samples.ipynb #d03d7325
 _SPLIT_SEED = {"lq": 0, "test": 100, "val": 300}
 
 def _fundus_split(out: Path, img, split: str, views, size: int, seed: int, src: str) -> list[dict]:

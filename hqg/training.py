@@ -132,6 +132,7 @@ def load_checkpoint(path: str | os.PathLike, # a checkpoint written by `Trainer`
                          f"{type(e).__name__}: {msg})") from e
     return check_checkpoint(ckpt, str(path))
 
+# %% ../nbs/08_training.ipynb #c935042c
 def check_checkpoint(ckpt, # a loaded checkpoint
                      src: str, # where it came from (for messages)
                     ) -> dict:
@@ -282,21 +283,7 @@ class Loop:
         self.val_metrics = dict(val_metrics) if val_metrics is not None else {"psnr": psnr_metric, "ssim": ssim_metric}
         self.config = _plain(config if config is not None else {})
         step_fn.bind(self)
-        src = step_fn.ema_source
-        self.ema = copy.deepcopy(src).eval().requires_grad_(False) if src is not None else None
-        sched = lambda s: lr_factor(s, self.max_steps, self.lr_decay_start)
-        self.schedulers = {k: LambdaLR(o, sched) for k, o in step_fn.optimizers().items()}
-        self.loader = make_loader(dataset, cfg.batch_size, shuffle=True, seed=cfg.seed, num_workers=cfg.num_workers,
-                                  drop_last=True, pin_memory=self.device.type == "cuda", num_replicas=self.world_size, rank=self.rank)
-        self.step, self.epoch, self.offset = 0, 0, 0  # offset: items of the current epoch already used (this rank)
-        self.last_metrics, self.last_checkpoint, self._loader_rng = {}, None, self.loader.generator.get_state()
-        self._samples = self._val_lq = None
-        self._lr = {}
-        self._columns = (["step", "epoch", *step_fn.columns] + [f"lr_{k}" for k in self.schedulers] + ["s_per_step"] +
-                         ([f"val_{m}{s}" for m in self.val_metrics for s in ("", "_lq")] if val_set is not None else []))
-        self._settings = _plain(dict(batch_size=cfg.batch_size, lr_decay_start=cfg.lr_decay_start, ema_decay=cfg.ema_decay,
-                                     ema_warmup=cfg.ema_warmup, seed=cfg.seed, world_size=self.world_size, amp=self.amp,
-                                     channels_last=self.channels_last, **step_fn.settings))
+        _start_run(self, cfg)
 
     def __repr__(self):
         return (f"{type(self).__name__}({type(self.step_fn).__name__}, step={self.step}/{self.max_steps}, epoch={self.epoch}, "
@@ -309,6 +296,26 @@ def _loop_device(device, rank: int, world: int) -> torch.device:
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank % torch.cuda.device_count())))
     if dev.type == "cuda": torch.cuda.set_device(dev)
     return dev
+
+# %% ../nbs/08_training.ipynb #046571ec
+def _start_run(loop: Loop, cfg: LoopConfig) -> None:
+    "After `bind`: the EMA copy, one LR schedule per optimizer, the data loader, counters, log columns, settings."
+    step_fn = loop.step_fn
+    src = step_fn.ema_source
+    loop.ema = copy.deepcopy(src).eval().requires_grad_(False) if src is not None else None
+    sched = lambda s: lr_factor(s, loop.max_steps, loop.lr_decay_start)
+    loop.schedulers = {k: LambdaLR(o, sched) for k, o in step_fn.optimizers().items()}
+    loop.loader = make_loader(loop.dataset, cfg.batch_size, shuffle=True, seed=cfg.seed, num_workers=cfg.num_workers,
+                              drop_last=True, pin_memory=loop.device.type == "cuda", num_replicas=loop.world_size, rank=loop.rank)
+    loop.step, loop.epoch, loop.offset = 0, 0, 0  # offset: items of the current epoch already used (this rank)
+    loop.last_metrics, loop.last_checkpoint, loop._loader_rng = {}, None, loop.loader.generator.get_state()
+    loop._samples = loop._val_lq = None
+    loop._lr = {}
+    loop._columns = (["step", "epoch", *step_fn.columns] + [f"lr_{k}" for k in loop.schedulers] + ["s_per_step"] +
+                     ([f"val_{m}{s}" for m in loop.val_metrics for s in ("", "_lq")] if loop.val_set is not None else []))
+    loop._settings = _plain(dict(batch_size=cfg.batch_size, lr_decay_start=cfg.lr_decay_start, ema_decay=cfg.ema_decay,
+                                 ema_warmup=cfg.ema_warmup, seed=cfg.seed, world_size=loop.world_size, amp=loop.amp,
+                                 channels_last=loop.channels_last, **step_fn.settings))
 
 # %% ../nbs/08_training.ipynb #b0651736
 _DDP_ARGS = set(inspect.signature(DistributedDataParallel.__init__).parameters)
@@ -521,6 +528,7 @@ def _save_checkpoint(self: Loop, path: str | os.PathLike | None = None, # defaul
     if path.name == "last.pt" or self.last_checkpoint is None: self.last_checkpoint = path
     return path
 
+# %% ../nbs/08_training.ipynb #d7470b23
 def _periodic_checkpoint(loop: Loop) -> None:
     "step_XXXXXX.pt, then last.pt as an atomic hard link to it (a copy where links fail); prune old steps."
     p = loop.save_checkpoint(loop.ckpt_dir / f"step_{loop.step:06d}.pt")
@@ -723,6 +731,7 @@ def _g_step(self: HQGStep, x_lq: torch.Tensor, x_hq: torch.Tensor, # the step's 
     finally: self.disc.train().requires_grad_(True)
     return dict(zip(named, vec))
 
+# %% ../nbs/08_training.ipynb #dcc9c583
 @method_of(HQGStep)
 @torch.no_grad()
 def _begin_guidance(self: HQGStep, batch: dict) -> None:
@@ -850,6 +859,7 @@ class _RandomPairs(Dataset):
                                    size=(self.s, self.s), mode="bilinear", align_corners=False)[0]
         return {"lq": im(), "hq": im()}
 
+# %% ../nbs/08_training.ipynb #832ecfe0
 def bench_training(size: str = "tiny", # HQGNet preset
                    batch: int = 4, # batch size
                    image_size: int = 128, # square training crops

@@ -145,6 +145,34 @@ class Samples(NamedTuple):
     std: torch.Tensor  # (B,C,H,W) per-pixel sample standard deviation (n-1 in the denominator; 0 for n=1)
     samples: torch.Tensor  # (n,B,C,H,W) the samples; samples[k] uses sample_generator(seed, k)
 
+# %% ../nbs/10a_uncertainty.ipynb #72e4f92e
+def _fast_samples(gen: Generator, feats, v_y, v_z, xp: torch.Tensor, size, shape, n: int, temperature: float,
+                  seed: int, chunk: int | None) -> torch.Tensor:
+    "The n samples (n,B,C,H,W) through the shared decoder, `chunk` samples per pass (None: auto, see above)."
+    mu, logvar = gen.vnm.distribution(v_y, v_z)
+    scale = temperature * torch.exp(0.5 * logvar)               # as VariationalNorm.forward computes w
+    dec, parts = _SharedDecoder(gen, feats, xp), []
+    if chunk is None:                                         # CPU: cache-sized passes; GPU: one pass
+        chunk = n if xp.is_cuda else max(1, CPU_CHUNK_PIXELS // (xp.shape[0] * xp.shape[-2] * xp.shape[-1]))
+    for k0 in range(0, n, chunk):
+        ks = range(k0, min(n, k0 + chunk))
+        w = torch.cat([mu + scale * _randn_like(mu, sample_generator(seed, k)) for k in ks])
+        parts.append(crop_to(dec(w), size).view(-1, *shape))
+    return torch.cat(parts)
+
+def _decode_samples(gen: Generator, xp: torch.Tensor, size, shape, v_z, n: int, temperature: float, seed: int,
+                    chunk: int | None, fast: bool, noise_free: bool) -> torch.Tensor:
+    "The n samples (n,B,C,H,W) of the padded batch xp: one decode when noise-free, else shared or per-sample decoding."
+    feats, v_y = gen.encode(xp)
+    if noise_free:
+        one = crop_to(gen.decode(feats, v_y, v_z, 0.0, None, xp).x_enh, size)
+        return one[None].repeat(n, 1, 1, 1, 1)
+    if fast and _fast_ok(gen):
+        return _fast_samples(gen, feats, v_y, v_z, xp, size, shape, n, temperature, seed, chunk)
+    dec = lambda k: gen.decode(feats, v_y, v_z, float(temperature), sample_generator(seed, k), xp).x_enh
+    return torch.stack([crop_to(dec(k), size) for k in range(n)])
+
+# %% ../nbs/10a_uncertainty.ipynb #8b86be85
 @torch.no_grad()
 def enhance_samples(model: HQGNet, # the model (its `gen`, `enc_hq` and default guidance are used)
                     x_lq: torch.Tensor, # (B,C,H,W) or (C,H,W) LQ image(s) in [0,1], H, W >= model.min_size
@@ -169,24 +197,7 @@ def enhance_samples(model: HQGNet, # the model (its `gen`, `enc_hq` and default 
     model.eval()
     try:
         xp, size = pad_input(x.to(model.device), gen.multiple)
-        feats, v_y = gen.encode(xp)
-        if noise_free:
-            one = crop_to(gen.decode(feats, v_y, v_z, 0.0, None, xp).x_enh, size)
-            samples = one[None].repeat(n, 1, 1, 1, 1)
-        elif fast and _fast_ok(gen):
-            mu, logvar = gen.vnm.distribution(v_y, v_z)
-            scale = temperature * torch.exp(0.5 * logvar)               # as VariationalNorm.forward computes w
-            dec, parts = _SharedDecoder(gen, feats, xp), []
-            if chunk is None:                                         # CPU: cache-sized passes; GPU: one pass
-                chunk = n if xp.is_cuda else max(1, CPU_CHUNK_PIXELS // (xp.shape[0] * xp.shape[-2] * xp.shape[-1]))
-            for k0 in range(0, n, chunk):
-                ks = range(k0, min(n, k0 + chunk))
-                w = torch.cat([mu + scale * _randn_like(mu, sample_generator(seed, k)) for k in ks])
-                parts.append(crop_to(dec(w), size).view(-1, *x.shape))
-            samples = torch.cat(parts)
-        else:
-            dec = lambda k: gen.decode(feats, v_y, v_z, float(temperature), sample_generator(seed, k), xp).x_enh
-            samples = torch.stack([crop_to(dec(k), size) for k in range(n)])
+        samples = _decode_samples(gen, xp, size, x.shape, v_z, n, temperature, seed, chunk, fast, noise_free)
     finally: model.train(was)
     m = model.fov_mask(x)  # the model's field-of-view default, as in `enhance` (None: nothing masked)
     if m is not None: samples = samples * m.to(samples.device, samples.dtype)
@@ -216,6 +227,7 @@ def local_contrast(x: torch.Tensor, # (B,C,H,W) or (C,H,W) image in [0,1]; RGB: 
     m = _gauss_blur(lum, sigma)
     return unbatch((_gauss_blur(lum * lum, sigma) - m * m).clamp_min(0).sqrt().to(xb.dtype), added)
 
+# %% ../nbs/10a_uncertainty.ipynb #b01fcfc3
 def uncertainty_map(std: torch.Tensor, # (B,C,H,W) or (C,H,W) per-pixel sample std (Samples.std)
                     x: torch.Tensor | None = None, # reference image for normalize=True (e.g. Samples.mean)
                     normalize: bool = False, # divide by local_contrast(x) + eps

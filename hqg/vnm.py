@@ -32,6 +32,7 @@ def _per_channel(t: torch.Tensor, c: int, name: str) -> torch.Tensor:
         raise ValueError(f"{name}: expected shape (C,), (B,C) or (B,C,1,1) with C={c}, got {tuple(t.shape)}")
     return t
 
+# %% ../nbs/05_vnm.ipynb #aa701daf
 class AdaLIN(nn.Module):
     "Adaptive layer-instance normalisation: gamma * (rho * IN(x) + (1 - rho) * LN(x)) + beta."
     def __init__(self, channels: int, # number of feature channels C

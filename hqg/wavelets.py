@@ -158,6 +158,7 @@ def _haar_conv(x: torch.Tensor, mats: torch.Tensor) -> tuple:
     N, H, W = x.shape
     return F.conv2d(x.reshape(N, H, W, 1).permute(0, 3, 1, 2), k, stride=2).unbind(1)
 
+# %% ../nbs/02_wavelets.ipynb #d1e96e46
 def _dwt2_level(x: torch.Tensor, # (N,H,W)
                 mats: torch.Tensor, # (2,P,K) from `_analysis_matrices`
                 mode: str,
@@ -339,6 +340,7 @@ def _display_bands(x: torch.Tensor, wavelet, level: int, mode: str, q: float) ->
         out.append([b[0].permute(1, 2, 0).numpy() for b in bands])
     return out
 
+# %% ../nbs/02_wavelets.ipynb #1b0ad377
 def show_subbands(x: torch.Tensor, # one image (C,H,W) or (1,C,H,W), C = 1 or 3, values in [0, 1]
                   wavelet: str | pywt.Wavelet = "haar",
                   level: int = 2,

@@ -95,3 +95,35 @@ def test_no_module_imports_another_modules_private_names():
                 bad += [f"{p.name}:{node.lineno} {a.name}" for a in node.names
                         if a.name.startswith("_") and a.name != "__version__"]
     assert not bad, bad
+
+
+@pytest.mark.parametrize("nb", [p for p in NBS if p.parent.name == "nbs"], ids=lambda p: p.name)
+def test_exported_cells_teach_in_short_pieces(nb):
+    "No exported cell over 40 lines: a long class or function is split into documented pieces (method_of, helpers)."
+    long = [(c.get("id"), len(_src(c).splitlines())) for c in _cells(nb)
+            if c["cell_type"] == "code" and _src(c).startswith("#| export") and len(_src(c).splitlines()) > 40]
+    assert not long, f"{nb.name}: exported cells over 40 lines (id, lines): {long}"
+
+
+LONG_CONSTRUCTORS = ["hqg.data.UnpairedDataset.__init__: 14 parameters", "hqg.losses.HQGLoss.__init__: 30 parameters",
+                     "hqg.networks.Generator.__init__: 15 parameters"]
+
+
+def test_small_constructors_and_cli_handlers():
+    "No constructor with more than 10 parameters (settings are dataclasses); every CLI sub-command piece <= 30 lines."
+    import dataclasses, inspect, importlib, pkgutil
+    import hqg, hqg.cli
+    big = []
+    for m in pkgutil.iter_modules(hqg.__path__):
+        mod = importlib.import_module(f"hqg.{m.name}")
+        for name, obj in vars(mod).items():
+            if (inspect.isclass(obj) and obj.__module__ == mod.__name__ and "__init__" in vars(obj)
+                    and not dataclasses.is_dataclass(obj)):
+                ps = [p for p in inspect.signature(obj.__init__).parameters.values()
+                      if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+                if len(ps) > 10: big.append(f"{mod.__name__}.{name}.__init__: {len(ps)} parameters")
+    # the ratchet: constructors still waiting for their settings dataclass (issue 16, one config source); none may be added
+    assert sorted(big) == sorted(LONG_CONSTRUCTORS), sorted(big)
+    long = {n: len(inspect.getsource(f).splitlines()) for n, f in vars(hqg.cli).items()
+            if n.startswith(("_cmd_", "_args_", "_bench_")) and inspect.isfunction(f)}
+    assert long and all(v <= 30 for v in long.values()), {k: v for k, v in long.items() if v > 30}
