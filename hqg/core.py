@@ -4,7 +4,9 @@
 
 # %% ../nbs/00_core.ipynb #8a7d3e72
 from __future__ import annotations
-import math, os, random
+import math, os, random, re, sys, types
+from dataclasses import field, fields
+from typing import Any, Union, get_args, get_origin, get_type_hints
 from pathlib import Path
 from typing import Sequence
 import numpy as np
@@ -13,8 +15,8 @@ import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['LUMA_WEIGHTS', 'check_image', 'as_batch', 'unbatch', 'convert_channels', 'to_signed', 'from_signed',
-           'pad_to_multiple', 'crop_to', 'seed_everything', 'get_device', 'in_test', 'repo_file', 'method_of',
-           'fmt_mean_std']
+           'pad_to_multiple', 'crop_to', 'seed_everything', 'get_device', 'in_test', 'repo_file', 'setting',
+           'type_name', 'check_value', 'Settings', 'method_of', 'fmt_mean_std']
 
 # %% ../nbs/00_core.ipynb #dc6f36d3
 def check_image(x: torch.Tensor, # image tensor to check
@@ -123,6 +125,68 @@ def repo_file(*parts: str) -> Path:
     p = Path(hqg.__file__).resolve().parent.parent.joinpath(*parts)
     if not p.exists(): raise FileNotFoundError(f"{p}: not found; this needs a checkout of the hqg repository")
     return p
+
+# %% ../nbs/00_core.ipynb #5cf49178
+def setting(default, *, choices=None, min=None):
+    "A dataclass field with a default and optional `choices`/`min` constraints (checked on construction)."
+    meta = {k: v for k, v in (("choices", choices), ("min", min)) if v is not None}
+    if isinstance(default, (dict, list)): return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+_FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+def type_name(tp) -> str:
+    origin, args = get_origin(tp), get_args(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(type_name(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis: return f"a list of {type_name(args[0]).split(' ', 1)[-1]}s"
+        return f"a list of {len(args)} {type_name(args[0]).split(' ', 1)[-1]}s"
+    return {bool: "true or false", int: "an int", float: "a number", str: "a string", type(None): "null",
+            dict: "a mapping"}.get(origin or tp, str(tp))
+
+def check_value(value, tp, key: str):
+    "Check `value` against the annotation `tp`; return it normalised (int → float, list → tuple) or raise ValueError."
+    origin, args = get_origin(tp), get_args(tp)
+    bad = ValueError(f"{key}: expected {type_name(tp)}, got {value!r} ({type(value).__name__})")
+    if tp is Any: return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args: return None
+        for a in (a for a in args if a is not type(None)):
+            try: return check_value(value, a, key)
+            except ValueError: pass
+        raise bad
+    if tp is bool and isinstance(value, bool): return value
+    if tp is int and isinstance(value, int) and not isinstance(value, bool): return value
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool): return float(value)
+    if tp is float and isinstance(value, str) and _FLOAT_RE.match(value.strip()): return float(value)  # YAML 1.1 reads 1e-4 as str
+    if tp is str and isinstance(value, str): return value
+    if origin is tuple and isinstance(value, (list, tuple)):
+        if len(args) == 2 and args[1] is Ellipsis: return tuple(check_value(v, args[0], key) for v in value)
+        if len(value) == len(args): return tuple(check_value(v, a, key) for v, a in zip(value, args))
+    if origin is dict and isinstance(value, dict) and all(isinstance(k, str) for k in value): return dict(value)
+    raise bad
+
+# %% ../nbs/00_core.ipynb #937bd22b
+class Settings:
+    "Base of hqg's settings dataclasses: every field is checked against its annotation and `setting` constraints when made."
+    section = ""
+    def __post_init__(self):
+        hints = _hints(type(self))
+        for f in fields(self):
+            key = f"{self.section}.{f.name}"
+            v = check_value(getattr(self, f.name), hints[f.name], key)
+            ch, lo = f.metadata.get("choices"), f.metadata.get("min")
+            if ch is not None and v not in ch: raise ValueError(f"{key}: expected one of {list(ch)}, got {v!r}")
+            if lo is not None and v is not None:
+                for x in (v if isinstance(v, tuple) else (v,)):
+                    if x < lo: raise ValueError(f"{key}: expected values >= {lo}, got {v!r}")
+            object.__setattr__(self, f.name, v)
+
+_HINTS: dict = {}
+def _hints(cls) -> dict:
+    if cls not in _HINTS: _HINTS[cls] = get_type_hints(cls, globalns=vars(sys.modules[cls.__module__]))
+    return _HINTS[cls]
 
 # %% ../nbs/00_core.ipynb #3cdfe69e
 def method_of(cls):

@@ -6,12 +6,14 @@
 from __future__ import annotations
 import os, warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Callable, Sequence
+import dataclasses
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import kornia
-from .core import check_image, convert_channels, pad_to_multiple, method_of
+from .core import check_image, convert_channels, pad_to_multiple, method_of, setting, Settings
 from .wavelets import wavedec2
 
 # %% auto #0
@@ -20,7 +22,8 @@ __all__ = ['GAN_KINDS', 'WAVELET_BANDS', 'FEATURE_DISTANCES', 'TERM_NAMES', 'gan
            'feature_loss', 'multi_encoder_feature_loss', 'FeatureLoss', 'MultiEncoderFeatureLoss',
            'load_feature_encoder', 'structure_loss', 'StructureLoss', 'illumination_loss', 'IlluminationLoss',
            'dark_fov', 'band_pass', 'vessel_scale_contrast', 'style_statistics', 'style_loss', 'StyleLoss',
-           'style_scale', 'guide_following_loss', 'dice_loss', 'seg_loss', 'DiceLoss', 'SegLoss', 'HQGLoss']
+           'style_scale', 'guide_following_loss', 'dice_loss', 'seg_loss', 'DiceLoss', 'SegLoss', 'LossConfig',
+           'HQGLoss']
 
 # %% ../nbs/07_losses.ipynb #2878a250
 GAN_KINDS = ("nonsat", "lsgan", "hinge")
@@ -494,41 +497,65 @@ def _check_weights(weights: dict):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
             raise ValueError(f"lambda_{k}: expected a number >= 0, got {v!r}")
 
+# %% ../nbs/07_losses.ipynb #46a49105
+@dataclass(frozen=True)
+class LossConfig(Settings):
+    "Weights and switches of the generator objective: `HQGLoss(cfg)`, and the `loss:` section of a run config."
+    section = "loss"
+    lambda_adv: float = setting(1.0, min=0.0)
+    lambda_wavelet: float = setting(10.0, min=0.0) # wavelet pixel-level content term (y vs x̂)
+    lambda_feat: float = setting(1.0, min=0.0) # multi-encoder feature-level content term
+    lambda_cons: float = setting(1.0, min=0.0) # guidance consistency (z vs x̂ in E_g)
+    lambda_struct: float = setting(0.0, min=0.0) # StillGAN structure term
+    lambda_illum: float = setting(0.0, min=0.0) # StillGAN illumination term
+    lambda_kl: float = setting(0.01, min=0.0) # VNM KL term
+    lambda_seg: float = setting(0.0, min=0.0) # downstream segmentation term (bi-level)
+    gan_kind: str = setting("nonsat", choices=GAN_KINDS)
+    wavelet: str = setting("haar")
+    levels: int = setting(3, min=1)
+    bands: tuple[str, ...] = setting(WAVELET_BANDS)
+    level_weights: tuple[float, ...] | None = setting(None, min=0.0)
+    ll_weight: float = setting(0.0, min=0.0)
+    wavelet_normalize: bool = setting(True)
+    feat_distance: str = setting("l1", choices=FEATURE_DISTANCES)
+    feat_normalize: bool = setting(True)
+    cons_distance: str = setting("l1", choices=FEATURE_DISTANCES)
+    cons_normalize: bool = setting(True)
+    struct_window: int = setting(11, min=1)
+    illum_patch_sizes: tuple[int, ...] = setting((48, 96), min=1)
+    seg_w_dice: float = setting(1.0, min=0.0)
+    seg_w_bce: float = setting(1.0, min=0.0)
+    lambda_style: float = setting(0.0, min=0.0) # guide-style consistency (FOV colour statistics + vessel-scale contrast, z vs x̂)
+    style_contrast_weight: float = setting(0.25, min=0.0) # weight of the contrast statistic inside the style term
+    wavelet_per_level: bool = setting(False) # normalise each wavelet level by its own RMS (a gain per scale is free)
+    wavelet_beta: float = setting(0.0, min=0.0) # 0: L1 on the wavelet coefficients; > 0: smooth L1 (quadratic below beta)
+    style_target: str = setting("crop", choices=("crop", "image")) # style term's target: the guide crop, or its whole HQ image
+    lambda_guide: float = setting(0.0, min=0.0) # relative style term: x̂ under two guides follows the guides' style difference
+    guide_scale: tuple[float, ...] | None = setting(None, min=0.0) # sigma_k of that term (None: from the training HQ files)
+
 # %% ../nbs/07_losses.ipynb #06c84d31
 class HQGLoss(nn.Module):
     "HQG-Net generator objective: weighted adversarial, content, consistency, StillGAN, KL and task terms."
-    def __init__(self, lambda_adv: float = 1.0, lambda_wavelet: float = 10.0, lambda_feat: float = 1.0,
-                 lambda_cons: float = 1.0, lambda_struct: float = 0.0, lambda_illum: float = 0.0,
-                 lambda_kl: float = 0.01, lambda_seg: float = 0.0,
-                 gan_kind: str = "nonsat", # "nonsat", "lsgan" or "hinge"
-                 wavelet: str = "haar", levels: int = 3, bands: Sequence[str] = WAVELET_BANDS,
-                 level_weights: Sequence[float] | None = None, ll_weight: float = 0.0, wavelet_normalize: bool = True,
-                 feat_distance: str = "l1", feat_normalize: bool = True, # content term (enc_gen, enc_extra)
-                 cons_distance: str = "l1", cons_normalize: bool = True, # consistency term (enc_hq)
-                 struct_window: int = 11, illum_patch_sizes: Sequence[int] = (48, 96),
-                 seg_w_dice: float = 1.0, seg_w_bce: float = 1.0,
-                 lambda_style: float = 0.0, style_contrast_weight: float = 0.25, # guide-style consistency (z vs x̂)
-                 wavelet_per_level: bool = False, wavelet_beta: float = 0.0,
-                 style_target: str = "crop", # "crop": the guide crop's statistics; "image": its whole HQ file's (trainer)
-                 lambda_guide: float = 0.0, # relative style term (x̂ under two guides; the trainer makes the second)
-                 guide_scale: Sequence[float] | None = None): # sigma_k of `guide_following_loss` (`style_scale`; runs sets it)
+    def __init__(self, cfg: LossConfig | None = None, # all settings (None: LossConfig())
+                 **overrides, # any LossConfig field, e.g. lambda_wavelet=5.0 (applied to cfg)
+                ):
         super().__init__()
-        self.weights = dict(adv=lambda_adv, wavelet=lambda_wavelet, feat=lambda_feat, cons=lambda_cons,
-                            struct=lambda_struct, illum=lambda_illum, kl=lambda_kl, seg=lambda_seg, style=lambda_style,
-                            guide=lambda_guide)
+        c = self.cfg = dataclasses.replace(cfg if cfg is not None else LossConfig(), **overrides)
+        self.weights = dict(adv=c.lambda_adv, wavelet=c.lambda_wavelet, feat=c.lambda_feat, cons=c.lambda_cons,
+                            struct=c.lambda_struct, illum=c.lambda_illum, kl=c.lambda_kl, seg=c.lambda_seg, style=c.lambda_style,
+                            guide=c.lambda_guide)
         _check_weights(self.weights)
-        _check_kind(gan_kind); self.gan_kind = gan_kind
-        self.wavelet = WaveletContentLoss(wavelet=wavelet, levels=levels, bands=bands, level_weights=level_weights,
-                                          ll_weight=ll_weight, normalize=wavelet_normalize,
-                                          per_level=wavelet_per_level, beta=wavelet_beta)
-        self.feat = MultiEncoderFeatureLoss(distance=feat_distance, normalize=feat_normalize)
-        self.cons = FeatureLoss(distance=cons_distance, normalize=cons_normalize)
-        self.struct, self.illum = StructureLoss(window=struct_window), IlluminationLoss(patch_sizes=illum_patch_sizes)
-        self.seg = SegLoss(w_dice=seg_w_dice, w_bce=seg_w_bce)
-        self.style = StyleLoss(contrast_weight=style_contrast_weight)
-        if style_target not in ("crop", "image"): raise ValueError(f"style_target: expected 'crop' or 'image', got {style_target!r}")
-        self.style_target = style_target
-        self.guide_scale = None if guide_scale is None else torch.as_tensor(guide_scale, dtype=torch.float32)
+        _check_kind(c.gan_kind); self.gan_kind = c.gan_kind
+        self.wavelet = WaveletContentLoss(wavelet=c.wavelet, levels=c.levels, bands=c.bands, level_weights=c.level_weights,
+                                          ll_weight=c.ll_weight, normalize=c.wavelet_normalize,
+                                          per_level=c.wavelet_per_level, beta=c.wavelet_beta)
+        self.feat = MultiEncoderFeatureLoss(distance=c.feat_distance, normalize=c.feat_normalize)
+        self.cons = FeatureLoss(distance=c.cons_distance, normalize=c.cons_normalize)
+        self.struct, self.illum = StructureLoss(window=c.struct_window), IlluminationLoss(patch_sizes=c.illum_patch_sizes)
+        self.seg = SegLoss(w_dice=c.seg_w_dice, w_bce=c.seg_w_bce)
+        self.style = StyleLoss(contrast_weight=c.style_contrast_weight)
+        self.style_target = c.style_target
+        self.guide_scale = None if c.guide_scale is None else torch.as_tensor(c.guide_scale, dtype=torch.float32)
 
     def extra_repr(self): return ", ".join(f"lambda_{k}={w}" for k, w in self.weights.items())
 

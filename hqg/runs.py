@@ -12,119 +12,57 @@ import yaml
 import torch
 import torch.distributed as dist
 import hqg
-from .core import seed_everything, get_device, method_of
+from .core import seed_everything, get_device, method_of, setting, Settings, check_value, type_name
 from .networks import HQGNet, GuidanceAutoencoder, PRESETS as NET_PRESETS, VARIANTS, pretrain_guidance_encoder
-from .losses import HQGLoss, GAN_KINDS, WAVELET_BANDS, FEATURE_DISTANCES, load_feature_encoder, style_scale, style_statistics
+from .losses import HQGLoss, LossConfig, load_feature_encoder, style_scale, style_statistics
 from .data import UnpairedDataset, PairedTestSet, make_loader
 from .io import read_image, list_images
 from .training import Trainer, load_checkpoint, find_last_checkpoint
 
 # %% auto #0
 __all__ = ['SECTIONS', 'TOP_KEYS', 'GUIDED_LOSS', 'PRESETS', 'OVERLAYS', 'NULL_STRINGS', 'SWEEP_KEYS', 'DataConfig',
-           'ModelConfig', 'LossConfig', 'TrainConfig', 'CycleConfig', 'BilevelConfig', 'RunConfig', 'load_config',
-           'config_to_dict', 'config_to_yaml', 'save_config', 'parse_overrides', 'git_sha', 'new_run_dir',
-           'reference_guides', 'build', 'train_side', 'hq_style_scale', 'trainer_class', 'fov_val_metrics', 'train',
-           'read_metrics', 'NotebookError', 'notebook_parameters', 'RunProgress', 'run_notebook', 'smoke_mode',
-           'notebook_settings', 'notebook_config', 'sweep']
-
-# %% ../nbs/13_runs.ipynb #9ff2a384
-def _f(default, *, choices=None, min=None):
-    "A dataclass field with a default and optional `choices`/`min` constraints (checked on construction)."
-    meta = {k: v for k, v in (("choices", choices), ("min", min)) if v is not None}
-    if isinstance(default, (dict, list)): return field(default_factory=lambda: type(default)(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-_FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-
-def _type_name(tp) -> str:
-    origin, args = get_origin(tp), get_args(tp)
-    if origin in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in args)
-    if origin is tuple:
-        if len(args) == 2 and args[1] is Ellipsis: return f"a list of {_type_name(args[0]).split(' ', 1)[-1]}s"
-        return f"a list of {len(args)} {_type_name(args[0]).split(' ', 1)[-1]}s"
-    return {bool: "true or false", int: "an int", float: "a number", str: "a string", type(None): "null",
-            dict: "a mapping"}.get(origin or tp, str(tp))
-
-def _coerce(value, tp, key: str):
-    "Check `value` against the annotation `tp`; return it normalised (int → float, list → tuple) or raise ValueError."
-    origin, args = get_origin(tp), get_args(tp)
-    bad = ValueError(f"{key}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
-    if tp is Any: return value
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args: return None
-        for a in (a for a in args if a is not type(None)):
-            try: return _coerce(value, a, key)
-            except ValueError: pass
-        raise bad
-    if tp is bool and isinstance(value, bool): return value
-    if tp is int and isinstance(value, int) and not isinstance(value, bool): return value
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool): return float(value)
-    if tp is float and isinstance(value, str) and _FLOAT_RE.match(value.strip()): return float(value)  # YAML 1.1 reads 1e-4 as str
-    if tp is str and isinstance(value, str): return value
-    if origin is tuple and isinstance(value, (list, tuple)):
-        if len(args) == 2 and args[1] is Ellipsis: return tuple(_coerce(v, args[0], key) for v in value)
-        if len(value) == len(args): return tuple(_coerce(v, a, key) for v, a in zip(value, args))
-    if origin is dict and isinstance(value, dict) and all(isinstance(k, str) for k in value): return dict(value)
-    raise bad
-
-# %% ../nbs/13_runs.ipynb #23968dfe
-class _Section:
-    "Mixin for the config sections: validates and normalises every field on construction."
-    section = ""
-    def __post_init__(self):
-        hints = _hints(type(self))
-        for f in fields(self):
-            key = f"{self.section}.{f.name}"
-            v = _coerce(getattr(self, f.name), hints[f.name], key)
-            ch, lo = f.metadata.get("choices"), f.metadata.get("min")
-            if ch is not None and v not in ch: raise ValueError(f"{key}: expected one of {list(ch)}, got {v!r}")
-            if lo is not None and v is not None:
-                for x in (v if isinstance(v, tuple) else (v,)):
-                    if x < lo: raise ValueError(f"{key}: expected values >= {lo}, got {v!r}")
-            object.__setattr__(self, f.name, v)
-
-_HINTS: dict = {}
-def _hints(cls) -> dict:
-    if cls not in _HINTS: _HINTS[cls] = get_type_hints(cls, globalns=globals())
-    return _HINTS[cls]
+           'ModelConfig', 'TrainConfig', 'CycleConfig', 'BilevelConfig', 'RunConfig', 'load_config', 'config_to_dict',
+           'config_to_yaml', 'save_config', 'parse_overrides', 'git_sha', 'new_run_dir', 'reference_guides', 'build',
+           'train_side', 'hq_style_scale', 'trainer_class', 'fov_val_metrics', 'train', 'read_metrics', 'NotebookError',
+           'notebook_parameters', 'RunProgress', 'run_notebook', 'smoke_mode', 'notebook_settings', 'notebook_config',
+           'sweep']
 
 # %% ../nbs/13_runs.ipynb #4bf0a26a
 @dataclass(frozen=True)
-class DataConfig(_Section):
+class DataConfig(Settings):
     "Dataset folder and training views (→ `UnpairedDataset`, `PairedTestSet`, loader)."
     section = "data"
-    root: str | None = _f(None) # dataset folder: lq/ + hq/ (+ masks/, test/), or CycleGAN trainA/ + trainB/
-    size: int = _f(64, min=1) # side of the square training views
-    channels: int = _f(3, choices=(1, 3)) # 1 (gray) or 3 (RGB); images are converted
-    batch_size: int = _f(4, min=1) # images per step
-    num_workers: int = _f(0, min=0) # DataLoader worker processes
-    augment: bool = _f(True) # random views: crops, flips, rotations (see `random_view`)
-    scale: tuple[float, float] | None = _f(None, min=1.0) # zoom jitter (a, b), 1 <= a <= b; null: none
-    resize: str = _f("upscale_only", choices=("upscale_only", "short_side")) # native-scale crops, or short side -> size
-    hflip: bool = _f(True)
-    vflip: bool = _f(True)
-    rot90: bool = _f(True)
-    degrees: float = _f(0.0, min=0.0) # small random rotation (0: off)
-    translate: float = _f(0.0, min=0.0) # small random shift, fraction of the side (0: off)
-    masks: bool = _f(True) # read root/masks/ when present
-    val: bool = _f(True) # validate on root/val/{lq,gt} (else root/test/{lq,gt}, or val_root) when such pairs exist
-    val_root: str | None = _f(None) # another paired folder (lq/ + gt/) for validation
-    default_guide: str | None = _f("auto") # stored default guide: image/folder (relative to root or absolute); auto: manifest's reference-style HQ images
-    val_size: int | None = _f(None, min=1) # null: native image size
+    root: str | None = setting(None) # dataset folder: lq/ + hq/ (+ masks/, test/), or CycleGAN trainA/ + trainB/
+    size: int = setting(64, min=1) # side of the square training views
+    channels: int = setting(3, choices=(1, 3)) # 1 (gray) or 3 (RGB); images are converted
+    batch_size: int = setting(4, min=1) # images per step
+    num_workers: int = setting(0, min=0) # DataLoader worker processes
+    augment: bool = setting(True) # random views: crops, flips, rotations (see `random_view`)
+    scale: tuple[float, float] | None = setting(None, min=1.0) # zoom jitter (a, b), 1 <= a <= b; null: none
+    resize: str = setting("upscale_only", choices=("upscale_only", "short_side")) # native-scale crops, or short side -> size
+    hflip: bool = setting(True)
+    vflip: bool = setting(True)
+    rot90: bool = setting(True)
+    degrees: float = setting(0.0, min=0.0) # small random rotation (0: off)
+    translate: float = setting(0.0, min=0.0) # small random shift, fraction of the side (0: off)
+    masks: bool = setting(True) # read root/masks/ when present
+    val: bool = setting(True) # validate on root/val/{lq,gt} (else root/test/{lq,gt}, or val_root) when such pairs exist
+    val_root: str | None = setting(None) # another paired folder (lq/ + gt/) for validation
+    default_guide: str | None = setting("auto") # stored default guide: image/folder (relative to root or absolute); auto: manifest's reference-style HQ images
+    val_size: int | None = setting(None, min=1) # null: native image size
 
 # %% ../nbs/13_runs.ipynb #8287149b
 @dataclass(frozen=True)
-class ModelConfig(_Section):
+class ModelConfig(Settings):
     "Network preset, generator variant and per-key overrides (→ `HQGNet`)."
     section = "model"
-    size: str = _f("tiny", choices=tuple(NET_PRESETS)) # network preset of hqg.networks.PRESETS
-    variant: str = _f("hqg", choices=tuple(VARIANTS)) # hqg | deterministic | official
-    method: str = _f("hqg", choices=("hqg", "cyclegan")) # training scheme: hqg (guided GAN) or cyclegan (baselines)
-    with_seg: bool = _f(False) # also build the segmenter (bi-level learning)
-    feature_encoder: str | None = _f(None) # local .pt2/TorchScript encoder for the feature term (enc_extra)
-    fov: str = _f("auto", choices=("auto", "none")) # enhance's default outside the field of view: auto = black (RGB whole-FOV views)
-    overrides: dict[str, Any] = _f({}) # any key of hqg.networks.PRESETS[size], e.g. gen_base: 8
+    size: str = setting("tiny", choices=tuple(NET_PRESETS)) # network preset of hqg.networks.PRESETS
+    variant: str = setting("hqg", choices=tuple(VARIANTS)) # hqg | deterministic | official
+    method: str = setting("hqg", choices=("hqg", "cyclegan")) # training scheme: hqg (guided GAN) or cyclegan (baselines)
+    with_seg: bool = setting(False) # also build the segmenter (bi-level learning)
+    feature_encoder: str | None = setting(None) # local .pt2/TorchScript encoder for the feature term (enc_extra)
+    fov: str = setting("auto", choices=("auto", "none")) # enhance's default outside the field of view: auto = black (RGB whole-FOV views)
+    overrides: dict[str, Any] = setting({}) # any key of hqg.networks.PRESETS[size], e.g. gen_base: 8
 
     def __post_init__(self):
         super().__post_init__()
@@ -132,94 +70,58 @@ class ModelConfig(_Section):
         for k, v in self.overrides.items():
             if k not in ref:
                 raise ValueError(f"unknown key {k!r} in section 'model.overrides'; valid keys: {', '.join(ref)}")
-            _coerce(v, type(ref[k]), f"model.overrides.{k}")
-
-# %% ../nbs/13_runs.ipynb #da385786
-@dataclass(frozen=True)
-class LossConfig(_Section):
-    "Weights and switches of the generator objective (→ `HQGLoss(**loss)`)."
-    section = "loss"
-    lambda_adv: float = _f(1.0, min=0.0)
-    lambda_wavelet: float = _f(10.0, min=0.0) # wavelet pixel-level content term (y vs x̂)
-    lambda_feat: float = _f(1.0, min=0.0) # multi-encoder feature-level content term
-    lambda_cons: float = _f(1.0, min=0.0) # guidance consistency (z vs x̂ in E_g)
-    lambda_struct: float = _f(0.0, min=0.0) # StillGAN structure term
-    lambda_illum: float = _f(0.0, min=0.0) # StillGAN illumination term
-    lambda_kl: float = _f(0.01, min=0.0) # VNM KL term
-    lambda_seg: float = _f(0.0, min=0.0) # downstream segmentation term (bi-level)
-    gan_kind: str = _f("nonsat", choices=GAN_KINDS)
-    wavelet: str = _f("haar")
-    levels: int = _f(3, min=1)
-    bands: tuple[str, ...] = _f(WAVELET_BANDS)
-    level_weights: tuple[float, ...] | None = _f(None, min=0.0)
-    ll_weight: float = _f(0.0, min=0.0)
-    wavelet_normalize: bool = _f(True)
-    feat_distance: str = _f("l1", choices=FEATURE_DISTANCES)
-    feat_normalize: bool = _f(True)
-    cons_distance: str = _f("l1", choices=FEATURE_DISTANCES)
-    cons_normalize: bool = _f(True)
-    struct_window: int = _f(11, min=1)
-    illum_patch_sizes: tuple[int, ...] = _f((48, 96), min=1)
-    seg_w_dice: float = _f(1.0, min=0.0)
-    seg_w_bce: float = _f(1.0, min=0.0)
-    lambda_style: float = _f(0.0, min=0.0) # guide-style consistency (FOV colour statistics + vessel-scale contrast, z vs x̂)
-    style_contrast_weight: float = _f(0.25, min=0.0) # weight of the contrast statistic inside the style term
-    wavelet_per_level: bool = _f(False) # normalise each wavelet level by its own RMS (a gain per scale is free)
-    wavelet_beta: float = _f(0.0, min=0.0) # 0: L1 on the wavelet coefficients; > 0: smooth L1 (quadratic below beta)
-    style_target: str = _f("crop", choices=("crop", "image")) # style term's target: the guide crop, or its whole HQ image
-    lambda_guide: float = _f(0.0, min=0.0) # relative style term: x̂ under two guides follows the guides' style difference
-    guide_scale: tuple[float, ...] | None = _f(None, min=0.0) # sigma_k of that term (None: from the training HQ files)
+            check_value(v, type(ref[k]), f"model.overrides.{k}")
 
 # %% ../nbs/13_runs.ipynb #3cd98d41
 @dataclass(frozen=True)
-class TrainConfig(_Section):
+class TrainConfig(Settings):
     "Optimisation, logging and device settings (→ `hqg.training.Trainer`)."
     section = "train"
-    max_steps: int = _f(1000, min=0) # total optimizer steps (also after resume)
-    lr_g: float = _f(2e-4, min=0.0)
-    lr_d: float = _f(2e-4, min=0.0)
-    betas: tuple[float, float] = _f((0.5, 0.999), min=0.0) # Adam betas of both optimizers
-    lr_decay_start: int | None = _f(None, min=0) # step where the learning-rate decay starts (null: constant)
-    r1_gamma: float = _f(1.0, min=0.0) # R1 penalty weight on real HQ images
-    ema_decay: float = _f(0.999, min=0.0) # EMA of the generator used for inference
-    finetune_guidance: bool = _f(False) # train E_g with the generator (else frozen)
-    pretrain_guidance_steps: int = _f(0, min=0) # autoencoder pre-training steps of E_g (0: off)
-    log_every: int = _f(10, min=1)
-    sample_every: int = _f(200, min=1) # sample grid PNG every n steps
-    ckpt_every: int = _f(500, min=1) # checkpoints/step_XXXXXX.pt every n steps (last.pt always)
-    val_every: int | None = _f(None, min=1) # PSNR/SSIM on the validation pairs every n steps (null: at the end only; data.val: false turns it off)
-    device: str = _f("auto") # auto | cpu | cuda | cuda:1 | mps
-    amp: bool = _f(False) # bf16 autocast on CUDA
-    channels_last: bool = _f(False) # channels_last memory format on CUDA
-    seed: int = _f(0, min=0)
-    lr_guidance: float | None = _f(None, min=0.0) # learning rate of E_g when fine-tuned (null: lr_g)
-    ema_warmup: bool = _f(True) # warm the EMA decay up over the first steps
-    temperature: float = _f(1.0, min=0.0) # VNM sampling temperature in training
-    n_samples: int = _f(4, min=1) # rows of the sample grids
-    default_guidance: int = _f(16, min=1) # HQ training images whose mean code is stored as default guidance
-    keep_checkpoints: int | None = _f(None, min=1) # keep at most this many step_XXXXXX.pt (null: all)
+    max_steps: int = setting(1000, min=0) # total optimizer steps (also after resume)
+    lr_g: float = setting(2e-4, min=0.0)
+    lr_d: float = setting(2e-4, min=0.0)
+    betas: tuple[float, float] = setting((0.5, 0.999), min=0.0) # Adam betas of both optimizers
+    lr_decay_start: int | None = setting(None, min=0) # step where the learning-rate decay starts (null: constant)
+    r1_gamma: float = setting(1.0, min=0.0) # R1 penalty weight on real HQ images
+    ema_decay: float = setting(0.999, min=0.0) # EMA of the generator used for inference
+    finetune_guidance: bool = setting(False) # train E_g with the generator (else frozen)
+    pretrain_guidance_steps: int = setting(0, min=0) # autoencoder pre-training steps of E_g (0: off)
+    log_every: int = setting(10, min=1)
+    sample_every: int = setting(200, min=1) # sample grid PNG every n steps
+    ckpt_every: int = setting(500, min=1) # checkpoints/step_XXXXXX.pt every n steps (last.pt always)
+    val_every: int | None = setting(None, min=1) # PSNR/SSIM on the validation pairs every n steps (null: at the end only; data.val: false turns it off)
+    device: str = setting("auto") # auto | cpu | cuda | cuda:1 | mps
+    amp: bool = setting(False) # bf16 autocast on CUDA
+    channels_last: bool = setting(False) # channels_last memory format on CUDA
+    seed: int = setting(0, min=0)
+    lr_guidance: float | None = setting(None, min=0.0) # learning rate of E_g when fine-tuned (null: lr_g)
+    ema_warmup: bool = setting(True) # warm the EMA decay up over the first steps
+    temperature: float = setting(1.0, min=0.0) # VNM sampling temperature in training
+    n_samples: int = setting(4, min=1) # rows of the sample grids
+    default_guidance: int = setting(16, min=1) # HQ training images whose mean code is stored as default guidance
+    keep_checkpoints: int | None = setting(None, min=1) # keep at most this many step_XXXXXX.pt (null: all)
 
 # %% ../nbs/13_runs.ipynb #7769e3f8
 @dataclass(frozen=True)
-class CycleConfig(_Section):
+class CycleConfig(Settings):
     "CycleGAN-family baselines (model.method: cyclegan → `hqg.baselines.CycleGANTrainer`)."
     section = "cycle"
-    lambda_cycle: float = _f(10.0, min=0.0) # L1 cycle consistency, both directions
-    lambda_idt: float = _f(5.0, min=0.0) # L1 identity mapping (CycleGAN: 0.5 x lambda_cycle)
+    lambda_cycle: float = setting(10.0, min=0.0) # L1 cycle consistency, both directions
+    lambda_idt: float = setting(5.0, min=0.0) # L1 identity mapping (CycleGAN: 0.5 x lambda_cycle)
 
 @dataclass(frozen=True)
-class BilevelConfig(_Section):
+class BilevelConfig(Settings):
     "Bi-level cooperative training with a segmenter (→ `hqg.bilevel.BilevelTrainer`)."
     section = "bilevel"
-    enabled: bool = _f(False) # train G and the segmenter S cooperatively (needs LQ masks: root/masks)
-    solver: str = _f("alternating", choices=("alternating", "unrolled")) # first-order, or one-step unrolled hypergradient
-    seg_steps: int = _f(1, min=0) # S steps per G step (lower level)
-    lr_s: float = _f(1e-3, min=0.0) # Adam learning rate of S
-    inner_lr: float = _f(1e-2, min=0.0) # eta of the virtual S step of the unrolled solver
-    warmup_steps: int = _f(0, min=0) # enhancement-only steps before the task term
-    ramp_steps: int = _f(0, min=0) # linear ramp of lambda_task (loss.lambda_seg) from 0 after the warm-up
-    train_seg: bool = _f(True) # co-train S (false: S stays as pre-trained)
-    pretrain_seg_steps: int = _f(0, min=0) # pre-train S on root/hq + root/hq_masks first (0: off)
+    enabled: bool = setting(False) # train G and the segmenter S cooperatively (needs LQ masks: root/masks)
+    solver: str = setting("alternating", choices=("alternating", "unrolled")) # first-order, or one-step unrolled hypergradient
+    seg_steps: int = setting(1, min=0) # S steps per G step (lower level)
+    lr_s: float = setting(1e-3, min=0.0) # Adam learning rate of S
+    inner_lr: float = setting(1e-2, min=0.0) # eta of the virtual S step of the unrolled solver
+    warmup_steps: int = setting(0, min=0) # enhancement-only steps before the task term
+    ramp_steps: int = setting(0, min=0) # linear ramp of lambda_task (loss.lambda_seg) from 0 after the warm-up
+    train_seg: bool = setting(True) # co-train S (false: S stays as pre-trained)
+    pretrain_seg_steps: int = setting(0, min=0) # pre-train S on root/hq + root/hq_masks first (0: off)
 
 # %% ../nbs/13_runs.ipynb #11b0ba80
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig, "train": TrainConfig,
@@ -510,7 +412,7 @@ def build(cfg: RunConfig | str | dict, # a config, or anything `load_config` tak
     net = HQGNet(cfg.data.channels, m.size, m.variant, with_seg=m.with_seg or cfg.bilevel.enabled,
                  freeze_guidance=not cfg.train.finetune_guidance, fov=m.fov, guide_tile=cfg.data.size,
                  train_side=train_side(ds, cfg.data), **m.overrides)
-    loss = HQGLoss(**dataclasses.asdict(cfg.loss))
+    loss = HQGLoss(cfg.loss)
     if cfg.loss.lambda_guide and cfg.loss.guide_scale is None: loss.guide_scale = hq_style_scale(ds)
     return net, loss, ds, val
 
