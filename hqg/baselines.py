@@ -4,22 +4,23 @@
 
 # %% ../nbs/11_baselines.ipynb #bef45637
 from __future__ import annotations
-import inspect, math
+import dataclasses, inspect, math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple
 import torch
 import torch.nn as nn
 import kornia
-from .core import check_image, as_batch, unbatch, convert_channels
+from .core import check_image, as_batch, unbatch, convert_channels, method_of, setting, Settings
 from .io import write_image
-from .networks import HQGNet, Discriminator, count_params, make_generator, method_of
+from .networks import HQGNet, Discriminator, count_params, make_generator
 from .losses import HQGLoss, gan_loss_d, gan_loss_g, r1_penalty
-from .training import Loop, HQGStep, GANConfig, Trainer, check_batch
+from .training import Loop, HQGStep, GANConfig, HQGOptions, Trainer, check_batch, pop_options
 from .metrics import check_mask
 
 # %% auto #0
 __all__ = ['CLASSICAL', 'BASELINE_LOSSES', 'CYCLE_TERMS', 'identity', 'auto_gamma', 'gamma_correction', 'clahe',
-           'enhance_classical', 'baseline_loss', 'CycleOutputs', 'CycleGANStep', 'CycleGANTrainer']
+           'enhance_classical', 'baseline_loss', 'CycleOutputs', 'CycleOptions', 'CycleGANStep', 'CycleGANTrainer']
 
 # %% ../nbs/11_baselines.ipynb #8a5d06e2
 def identity(x: torch.Tensor, # (B,C,H,W) or (C,H,W) image(s) in [0,1]
@@ -124,6 +125,19 @@ class CycleOutputs(NamedTuple):
     x_enh: torch.Tensor  # (B,C,H,W) G(y): the enhanced LQ batch
     x_deg: torch.Tensor  # (B,C,H,W) F(z): the HQ batch translated to the LQ domain
 
+@dataclass(frozen=True)
+class CycleOptions(Settings):
+    "CycleGAN's weights (the `cycle:` section of a run config)."
+    section = "cycle"
+    lambda_cycle: float = setting(10.0) # L1 cycle consistency, both directions (finite, >= 0)
+    lambda_idt: float = setting(5.0) # L1 identity mapping (CycleGAN: 0.5 x lambda_cycle); 0: off
+
+    def __post_init__(self):
+        super().__post_init__()
+        for k in ("lambda_cycle", "lambda_idt"):
+            if not 0 <= getattr(self, k) < math.inf: raise ValueError(f"cycle.{k}: expected a finite number >= 0, got {getattr(self, k)!r}")
+
+# %% ../nbs/11_baselines.ipynb #b43fbb88
 class CycleGANStep(HQGStep):
     "CycleGAN (+ StillGAN terms): G = net.gen (LQ->HQ, unconditional), F = gen_lq, D_hq = net.disc, D_lq = disc_lq."
     columns = ("d_adv", "d_adv_lq", "d_r1", "d_r1_lq", "d_total", "g_adv", "g_adv_lq", "g_cycle", "g_idt", "g_struct",
@@ -131,14 +145,15 @@ class CycleGANStep(HQGStep):
     def __init__(self, net: HQGNet, # gen (G), disc (D_hq); its default_code is set to zeros (no guidance)
                  loss: HQGLoss, # adv/struct/illum weights and gan_kind are used; other terms must be 0
                  gan: GANConfig | None = None, # learning rates, betas, R1 of both generators / discriminators
-                 *, lambda_cycle: float = 10.0, # weight of the L1 cycle terms (both directions)
-                 lambda_idt: float = 5.0, # weight of the L1 identity terms (G(z) ~ z, F(y) ~ y); 0: off
-                 **hqg_options, # HQGStep's keywords; finetune_guidance must stay False, temperature is 0
+                 opts: HQGOptions | None = None, # finetune_guidance must stay False; the temperature is 0
+                 cycle: CycleOptions | None = None, # the cycle and identity weights (None: CycleOptions())
+                 **options, # CycleOptions or HQGOptions fields (e.g. lambda_idt=0), and enc_extra
                 ):
-        _check_cycle(net, loss, lambda_cycle, lambda_idt, hqg_options)
+        cy, o = pop_options(options, CycleOptions, cycle), pop_options(options, HQGOptions, opts)
+        _check_cycle(net, loss, o)
         with torch.no_grad(): net.default_code.zero_()   # unconditional: the fixed all-zero guidance code
-        super().__init__(net, loss, gan, **{**hqg_options, "temperature": 0.0})
-        self.lambda_cycle, self.lambda_idt = float(lambda_cycle), float(lambda_idt)
+        super().__init__(net, loss, gan, dataclasses.replace(o, temperature=0.0), **options)
+        self.lambda_cycle, self.lambda_idt = cy.lambda_cycle, cy.lambda_idt
         c = net.cfg
         self.gen_lq = make_generator(net.in_channels, c).train()
         self.disc_lq = Discriminator(net.in_channels, c["disc_base"], c["disc_depth"], c["disc_max_width"], c["spectral_norm"]).train()
@@ -151,17 +166,14 @@ class CycleGANStep(HQGStep):
                 f"disc=2x{count_params(self.disc) / 1e6:.2f}M)")
 
 # %% ../nbs/11_baselines.ipynb #0d6aa795
-def _check_cycle(net, loss, lambda_cycle, lambda_idt, options) -> None:
+def _check_cycle(net, loss, opts) -> None:
     "ValueError naming the first argument CycleGANStep cannot take."
     if not isinstance(net, HQGNet): raise ValueError(f"net: expected an HQGNet, got {type(net).__name__}")
     if not isinstance(loss, HQGLoss): raise ValueError(f"loss: expected an HQGLoss, got {type(loss).__name__}")
-    for k, v in dict(lambda_cycle=lambda_cycle, lambda_idt=lambda_idt).items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf:
-            raise ValueError(f"{k}: expected a finite number >= 0, got {v!r}")
     extra = {f"lambda_{k}": w for k, w in loss.weights.items() if w and k not in CYCLE_TERMS}
     if extra: raise ValueError(f"loss: {extra} are HQG-Net terms that the CycleGAN baseline does not use; set them "
                                "to 0 (baseline_loss('cyclegan'|'stillgan') does)")
-    if options.get("finetune_guidance"):
+    if opts.finetune_guidance:
         raise ValueError("finetune_guidance: the CycleGAN baseline uses no guidance encoder; expected False")
 
 @method_of(CycleGANStep)

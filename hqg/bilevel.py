@@ -4,22 +4,23 @@
 
 # %% ../nbs/09_bilevel.ipynb #47eec62c
 from __future__ import annotations
-import os, warnings
+import dataclasses, os, warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 import torch
 import torch.nn as nn
 from torch.func import functional_call
 from torch.utils.data import Dataset
-from .core import get_device
+from .core import get_device, method_of, setting, Settings
 from .io import read_image
 from .data import image_list, match_masks, load_mask, random_view, seeded_generator, make_loader, set_loader_epoch
-from .networks import HQGNet, freeze, method_of
+from .networks import HQGNet, freeze
 from .losses import HQGLoss, TERM_NAMES, seg_loss
-from .training import Loop, HQGStep, GANConfig, Trainer, check_batch, load_checkpoint
+from .training import Loop, HQGStep, GANConfig, HQGOptions, Trainer, check_batch, load_checkpoint, pop_options
 
 # %% auto #0
-__all__ = ['SOLVERS', 'task_weight', 'unrolled_seg_logits', 'BilevelStep', 'BilevelTrainer', 'SegmentationSet',
+__all__ = ['SOLVERS', 'task_weight', 'unrolled_seg_logits', 'BilevelOptions', 'BilevelStep', 'BilevelTrainer', 'SegmentationSet',
            'pretrain_segmenter']
 
 # %% ../nbs/09_bilevel.ipynb #46eabd9a
@@ -57,6 +58,24 @@ def _masked(x: torch.Tensor, mask: torch.Tensor | None, has_mask: torch.Tensor |
     sel = has_mask.to(x.device).reshape(-1).bool()
     return x[sel], mask[sel]
 
+# %% ../nbs/09_bilevel.ipynb #a18fda85
+@dataclass(frozen=True)
+class BilevelOptions(Settings):
+    "The bi-level scheme's settings (the `bilevel:` section of a run config adds `enabled` and `pretrain_seg_steps`)."
+    section = "bilevel"
+    solver: str = setting("alternating", choices=SOLVERS) # first-order, or one-step unrolled hypergradient
+    seg_steps: int = setting(1, min=0) # k: S updates per training step (0: S is not trained)
+    lr_s: float = setting(1e-3, min=0.0) # Adam learning rate of S (opt_s), > 0
+    inner_lr: float = setting(1e-2, min=0.0) # eta of the unrolled solver's virtual S step
+    warmup_steps: int = setting(0, min=0) # enhancement-only steps before the task term
+    ramp_steps: int = setting(0, min=0) # then λ_task ramps linearly from 0 to lambda_seg over this many steps
+    train_seg: bool = setting(True) # co-train S (false: S stays fixed, e.g. pre-trained, and only G adapts to it)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.lr_s > 0: raise ValueError(f"bilevel.lr_s: expected a learning rate > 0, got {self.lr_s!r}")
+
+# %% ../nbs/09_bilevel.ipynb #012f6dc8
 class BilevelStep(HQGStep):
     "Bi-level cooperative step: segmenter S (lower level) + enhancer G with a task term through S (upper level)."
     runs_task_step = True
@@ -64,23 +83,17 @@ class BilevelStep(HQGStep):
     def __init__(self, net: HQGNet, # HQGNet(..., with_seg=True); net.seg is S
                  loss: HQGLoss, # generator objective; its lambda_seg is λ_task (the full task weight)
                  gan: GANConfig | None = None, # learning rates, betas, R1 of G and D
-                 *, solver: str = "alternating", # "alternating" (first order) or "unrolled" (one-step hypergradient)
-                 seg_steps: int = 1, # k: S updates per training step (0: S is not trained)
-                 lr_s: float = 1e-3, # Adam learning rate of S (opt_s)
-                 inner_lr: float = 1e-2, # η of the unrolled solver's virtual step
-                 warmup_steps: int = 0, # steps without the task term
-                 ramp_steps: int = 0, # then λ_task ramps linearly from 0 to lambda_seg over this many steps
-                 train_seg: bool = True, # False: S stays fixed (e.g. pre-trained) and only G adapts to it
-                 **hqg_options, # HQGStep's keywords (finetune_guidance, temperature, ...)
+                 opts: HQGOptions | None = None, # HQG-Net's options
+                 bilevel: BilevelOptions | None = None, # the scheme's settings (None: BilevelOptions())
+                 **options, # BilevelOptions or HQGOptions fields (e.g. solver="unrolled"), and enc_extra
                 ):
-        _check_bilevel(net, loss, solver, seg_steps, lr_s, inner_lr, (warmup_steps, ramp_steps), train_seg)
-        super().__init__(net, loss, gan, **hqg_options)
-        self.seg, self.solver, self.seg_steps, self.train_seg = net.seg, solver, seg_steps, train_seg
-        self.inner_lr, self.warmup_steps, self.ramp_steps = float(inner_lr), warmup_steps, ramp_steps
-        self.lambda_task, self.lr_s = float(self.loss.weights.get("seg", 0.0)), float(lr_s)
-        self.bilevel_settings = dict(solver=solver, seg_steps=seg_steps, lr_s=float(lr_s), inner_lr=float(inner_lr),
-                                     warmup_steps=warmup_steps, ramp_steps=ramp_steps, train_seg=train_seg,
-                                     lambda_task=self.lambda_task)
+        b = self.bilevel = pop_options(options, BilevelOptions, bilevel)
+        _check_bilevel(net, loss)
+        super().__init__(net, loss, gan, opts, **options)
+        self.seg, self.solver, self.seg_steps, self.train_seg = net.seg, b.solver, b.seg_steps, b.train_seg
+        self.inner_lr, self.warmup_steps, self.ramp_steps, self.lr_s = b.inner_lr, b.warmup_steps, b.ramp_steps, b.lr_s
+        self.lambda_task = float(self.loss.weights.get("seg", 0.0))
+        self.bilevel_settings = {**dataclasses.asdict(b), "lambda_task": self.lambda_task}
 
     def task_weight_at(self, step: int) -> float:
         "λ_task used in the step that starts after `step` completed steps (warm-up, then ramp)."
@@ -91,18 +104,12 @@ class BilevelStep(HQGStep):
                 f"{super().__repr__().split('(', 1)[1]}")
 
 # %% ../nbs/09_bilevel.ipynb #8af45cfa
-def _check_bilevel(net, loss, solver, seg_steps, lr_s, inner_lr, schedule, train_seg) -> None:
-    "ValueError naming the first bad argument of BilevelStep."
+def _check_bilevel(net, loss) -> None:
+    "ValueError unless `net` has a segmenter and `loss` is an HQGLoss."
     if not isinstance(net, HQGNet) or getattr(net, "seg", None) is None:
         got = type(net).__name__ if not isinstance(net, HQGNet) else "an HQGNet without a segmenter"
         raise ValueError(f"net: expected an HQGNet built with with_seg=True (net.seg is the segmenter S), got {got}")
     if not isinstance(loss, HQGLoss): raise ValueError(f"loss: expected an HQGLoss (its lambda_seg is λ_task), got {type(loss).__name__}")
-    if solver not in SOLVERS: raise ValueError(f"solver: expected one of {list(SOLVERS)}, got {solver!r}")
-    for name, v in dict(seg_steps=seg_steps, warmup_steps=schedule[0], ramp_steps=schedule[1]).items():
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0: raise ValueError(f"{name}: expected an int >= 0, got {v!r}")
-    if not (isinstance(lr_s, (int, float)) and lr_s > 0): raise ValueError(f"lr_s: expected a learning rate > 0, got {lr_s!r}")
-    if not (isinstance(inner_lr, (int, float)) and inner_lr >= 0): raise ValueError(f"inner_lr: expected a value >= 0, got {inner_lr!r}")
-    if not isinstance(train_seg, bool): raise ValueError(f"train_seg: expected True or False, got {train_seg!r}")
 
 @method_of(BilevelStep)
 def _bind(self: BilevelStep, loop: Loop) -> None:

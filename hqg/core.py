@@ -5,7 +5,7 @@
 # %% ../nbs/00_core.ipynb #8a7d3e72
 from __future__ import annotations
 import math, os, random, re, sys, types
-from dataclasses import field, fields
+from dataclasses import field, fields, make_dataclass
 from typing import Any, Union, get_args, get_origin, get_type_hints
 from pathlib import Path
 from typing import Sequence
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 # %% auto #0
 __all__ = ['LUMA_WEIGHTS', 'check_image', 'as_batch', 'unbatch', 'convert_channels', 'to_signed', 'from_signed',
            'pad_to_multiple', 'crop_to', 'seed_everything', 'get_device', 'in_test', 'repo_file', 'setting',
-           'type_name', 'check_value', 'Settings', 'method_of', 'fmt_mean_std']
+           'type_name', 'check_value', 'Settings', 'merged_settings', 'method_of', 'fmt_mean_std']
 
 # %% ../nbs/00_core.ipynb #dc6f36d3
 def check_image(x: torch.Tensor, # image tensor to check
@@ -145,6 +145,7 @@ def type_name(tp) -> str:
     return {bool: "true or false", int: "an int", float: "a number", str: "a string", type(None): "null",
             dict: "a mapping"}.get(origin or tp, str(tp))
 
+# %% ../nbs/00_core.ipynb #9e441770
 def check_value(value, tp, key: str):
     "Check `value` against the annotation `tp`; return it normalised (int → float, list → tuple) or raise ValueError."
     origin, args = get_origin(tp), get_args(tp)
@@ -165,6 +166,7 @@ def check_value(value, tp, key: str):
         if len(args) == 2 and args[1] is Ellipsis: return tuple(check_value(v, args[0], key) for v in value)
         if len(value) == len(args): return tuple(check_value(v, a, key) for v, a in zip(value, args))
     if origin is dict and isinstance(value, dict) and all(isinstance(k, str) for k in value): return dict(value)
+    if origin is None and isinstance(tp, type) and tp not in (bool, int, float, str) and isinstance(value, tp): return value  # e.g. torch.device
     raise bad
 
 # %% ../nbs/00_core.ipynb #937bd22b
@@ -187,6 +189,19 @@ _HINTS: dict = {}
 def _hints(cls) -> dict:
     if cls not in _HINTS: _HINTS[cls] = get_type_hints(cls, globalns=vars(sys.modules[cls.__module__]))
     return _HINTS[cls]
+
+# %% ../nbs/00_core.ipynb #2c582251
+def merged_settings(name: str, # the new class's name
+                    section: str, # its section (the prefix of its keys in messages)
+                    parts: Sequence[type], # Settings dataclasses whose fields it takes, in order
+                    *, exclude: Sequence[str] = (), # field names of `parts` to leave out
+                    extra: Sequence[tuple] = (), # more fields: (name, type, setting(...))
+                    doc: str = "", module: str | None = None) -> type:
+    "A frozen Settings dataclass made of the fields of `parts` (the settings are declared once, where they are used)."
+    fs = [(f.name, _hints(k)[f.name], field(default=f.default, default_factory=f.default_factory, metadata=f.metadata))
+          for k in parts for f in fields(k) if f.name not in exclude]
+    ns = {"section": section, "__doc__": doc, "__module__": module or __name__}
+    return make_dataclass(name, fs + list(extra), bases=(Settings,), frozen=True, namespace=ns)
 
 # %% ../nbs/00_core.ipynb #3cdfe69e
 def method_of(cls):

@@ -12,16 +12,18 @@ import yaml
 import torch
 import torch.distributed as dist
 import hqg
-from .core import seed_everything, get_device, method_of, setting, Settings, check_value, type_name
+from .core import seed_everything, get_device, method_of, setting, Settings, check_value, type_name, merged_settings
 from .networks import HQGNet, GuidanceAutoencoder, PRESETS as NET_PRESETS, VARIANTS, pretrain_guidance_encoder
 from .losses import HQGLoss, LossConfig, load_feature_encoder, style_scale, style_statistics
 from .data import UnpairedDataset, PairedTestSet, make_loader
 from .io import read_image, list_images
-from .training import Trainer, load_checkpoint, find_last_checkpoint
+from .training import Trainer, LoopConfig, GANConfig, HQGOptions, load_checkpoint, find_last_checkpoint
+from .bilevel import BilevelOptions
+from .baselines import CycleOptions
 
 # %% auto #0
-__all__ = ['SECTIONS', 'TOP_KEYS', 'GUIDED_LOSS', 'PRESETS', 'OVERLAYS', 'NULL_STRINGS', 'SWEEP_KEYS', 'DataConfig',
-           'ModelConfig', 'TrainConfig', 'CycleConfig', 'BilevelConfig', 'RunConfig', 'load_config', 'config_to_dict',
+__all__ = ['TrainConfig', 'CycleConfig', 'BilevelConfig', 'SECTIONS', 'TOP_KEYS', 'GUIDED_LOSS', 'PRESETS', 'OVERLAYS',
+           'NULL_STRINGS', 'SWEEP_KEYS', 'DataConfig', 'ModelConfig', 'RunConfig', 'load_config', 'config_to_dict',
            'config_to_yaml', 'save_config', 'parse_overrides', 'git_sha', 'new_run_dir', 'reference_guides', 'build',
            'train_side', 'hq_style_scale', 'trainer_class', 'fov_val_metrics', 'train', 'read_metrics', 'NotebookError',
            'notebook_parameters', 'RunProgress', 'run_notebook', 'smoke_mode', 'notebook_settings', 'notebook_config',
@@ -73,55 +75,21 @@ class ModelConfig(Settings):
             check_value(v, type(ref[k]), f"model.overrides.{k}")
 
 # %% ../nbs/13_runs.ipynb #3cd98d41
-@dataclass(frozen=True)
-class TrainConfig(Settings):
-    "Optimisation, logging and device settings (→ `hqg.training.Trainer`)."
-    section = "train"
-    max_steps: int = setting(1000, min=0) # total optimizer steps (also after resume)
-    lr_g: float = setting(2e-4, min=0.0)
-    lr_d: float = setting(2e-4, min=0.0)
-    betas: tuple[float, float] = setting((0.5, 0.999), min=0.0) # Adam betas of both optimizers
-    lr_decay_start: int | None = setting(None, min=0) # step where the learning-rate decay starts (null: constant)
-    r1_gamma: float = setting(1.0, min=0.0) # R1 penalty weight on real HQ images
-    ema_decay: float = setting(0.999, min=0.0) # EMA of the generator used for inference
-    finetune_guidance: bool = setting(False) # train E_g with the generator (else frozen)
-    pretrain_guidance_steps: int = setting(0, min=0) # autoencoder pre-training steps of E_g (0: off)
-    log_every: int = setting(10, min=1)
-    sample_every: int = setting(200, min=1) # sample grid PNG every n steps
-    ckpt_every: int = setting(500, min=1) # checkpoints/step_XXXXXX.pt every n steps (last.pt always)
-    val_every: int | None = setting(None, min=1) # PSNR/SSIM on the validation pairs every n steps (null: at the end only; data.val: false turns it off)
-    device: str = setting("auto") # auto | cpu | cuda | cuda:1 | mps
-    amp: bool = setting(False) # bf16 autocast on CUDA
-    channels_last: bool = setting(False) # channels_last memory format on CUDA
-    seed: int = setting(0, min=0)
-    lr_guidance: float | None = setting(None, min=0.0) # learning rate of E_g when fine-tuned (null: lr_g)
-    ema_warmup: bool = setting(True) # warm the EMA decay up over the first steps
-    temperature: float = setting(1.0, min=0.0) # VNM sampling temperature in training
-    n_samples: int = setting(4, min=1) # rows of the sample grids
-    default_guidance: int = setting(16, min=1) # HQ training images whose mean code is stored as default guidance
-    keep_checkpoints: int | None = setting(None, min=1) # keep at most this many step_XXXXXX.pt (null: all)
+TrainConfig = merged_settings(
+    "TrainConfig", "train", [LoopConfig, GANConfig, HQGOptions], exclude=("batch_size", "num_workers", "progress"),
+    extra=[("pretrain_guidance_steps", int, setting(0, min=0))],  # autoencoder pre-training steps of E_g (0: off)
+    doc="Optimisation, logging and device settings: the fields of `hqg.training.LoopConfig`, `GANConfig` and `HQGOptions` "
+        "(declared there, once) and `pretrain_guidance_steps`; batch size and workers are in the data section.",
+    module=__name__)
 
 # %% ../nbs/13_runs.ipynb #7769e3f8
-@dataclass(frozen=True)
-class CycleConfig(Settings):
-    "CycleGAN-family baselines (model.method: cyclegan → `hqg.baselines.CycleGANTrainer`)."
-    section = "cycle"
-    lambda_cycle: float = setting(10.0, min=0.0) # L1 cycle consistency, both directions
-    lambda_idt: float = setting(5.0, min=0.0) # L1 identity mapping (CycleGAN: 0.5 x lambda_cycle)
-
-@dataclass(frozen=True)
-class BilevelConfig(Settings):
-    "Bi-level cooperative training with a segmenter (→ `hqg.bilevel.BilevelTrainer`)."
-    section = "bilevel"
-    enabled: bool = setting(False) # train G and the segmenter S cooperatively (needs LQ masks: root/masks)
-    solver: str = setting("alternating", choices=("alternating", "unrolled")) # first-order, or one-step unrolled hypergradient
-    seg_steps: int = setting(1, min=0) # S steps per G step (lower level)
-    lr_s: float = setting(1e-3, min=0.0) # Adam learning rate of S
-    inner_lr: float = setting(1e-2, min=0.0) # eta of the virtual S step of the unrolled solver
-    warmup_steps: int = setting(0, min=0) # enhancement-only steps before the task term
-    ramp_steps: int = setting(0, min=0) # linear ramp of lambda_task (loss.lambda_seg) from 0 after the warm-up
-    train_seg: bool = setting(True) # co-train S (false: S stays as pre-trained)
-    pretrain_seg_steps: int = setting(0, min=0) # pre-train S on root/hq + root/hq_masks first (0: off)
+CycleConfig = merged_settings("CycleConfig", "cycle", [CycleOptions], module=__name__,
+                              doc="CycleGAN-family baselines (model.method: cyclegan): `hqg.baselines.CycleOptions`.")
+BilevelConfig = merged_settings(
+    "BilevelConfig", "bilevel", [BilevelOptions], module=__name__,
+    extra=[("enabled", bool, setting(False)),  # train G and the segmenter S cooperatively (needs LQ masks: root/masks)
+           ("pretrain_seg_steps", int, setting(0, min=0))],  # pre-train S on root/hq + root/hq_masks first (0: off)
+    doc="Bi-level cooperative training with a segmenter: `hqg.bilevel.BilevelOptions` + `enabled`, `pretrain_seg_steps`.")
 
 # %% ../nbs/13_runs.ipynb #11b0ba80
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig, "train": TrainConfig,

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import copy, csv, inspect, json, os, random, shutil, statistics, tempfile, time
 from contextlib import nullcontext
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Callable
 import numpy as np
@@ -20,17 +20,17 @@ from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from . import __version__
-from .core import check_image, get_device
+from .core import check_image, get_device, method_of, setting, Settings
 from .io import write_image, atomic_write
 from .data import make_loader, set_loader_epoch, seeded_generator
-from .networks import HQGNet, freeze, count_params, method_of, encode_tiled, newer_version_note
+from .networks import HQGNet, freeze, count_params, encode_tiled, newer_version_note
 from .losses import HQGLoss, TERM_NAMES, gan_loss_d, r1_penalty
 
 # %% auto #0
 __all__ = ['CKPT_FORMAT', 'CKPT_KEYS', 'TRAIN_STATE_KEYS', 'lr_factor', 'ema_decay_at', 'ema_update', 'sample_grid', 'rng_state',
            'set_rng_state', 'save_atomic', 'load_checkpoint', 'check_checkpoint', 'find_last_checkpoint',
-           'NonFiniteLossError', 'psnr_metric', 'ssim_metric', 'Step', 'LoopConfig', 'split_options', 'ddp_rank_world',
-           'Loop', 'check_batch', 'GANConfig', 'HQGStep', 'Trainer', 'bench_training']
+           'NonFiniteLossError', 'psnr_metric', 'ssim_metric', 'Step', 'LoopConfig', 'split_options', 'pop_options',
+           'ddp_rank_world', 'Loop', 'check_batch', 'GANConfig', 'HQGOptions', 'HQGStep', 'Trainer', 'bench_training']
 
 # %% ../nbs/08_training.ipynb #94285299
 def lr_factor(step: int, # completed steps (0 for the first step)
@@ -214,34 +214,31 @@ class Step:
     def load_state_dict(self, ckpt: dict) -> None: pass  # restore from a whole checkpoint (after check_state)
 
 # %% ../nbs/08_training.ipynb #6d6de3cd
-def _opt_int(name: str, v) -> None:
-    if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
-        raise ValueError(f"{name}: expected None or an int >= 0, got {v!r}")
-
-@dataclass
-class LoopConfig:
+@dataclass(frozen=True)
+class LoopConfig(Settings):
     "How the loop runs, whatever the method: data, LR schedule, EMA, logging, checkpoints, device."
-    batch_size: int = 4 # images per step (per rank under DDP)
-    max_steps: int = 1000 # total optimizer steps of the run (not "more steps")
-    lr_decay_start: int | None = None # linear decay to 0 from this step to max_steps (None: constant)
-    ema_decay: float = 0.999 # EMA decay of the kept generator
-    ema_warmup: bool = True # warm the EMA decay up (see ema_decay_at)
-    log_every: int | None = 10 # log every n steps (0/None: only the last)
-    sample_every: int | None = 200 # sample grid every n steps (0/None: off)
-    ckpt_every: int | None = 500 # step_XXXXXX.pt + last.pt every n steps (0/None: only at the end)
-    val_every: int | None = None # validate every n steps (None: at the end of fit only)
-    keep_checkpoints: int | None = None # keep at most this many step_XXXXXX.pt (None: all)
-    n_samples: int = 4 # rows of the sample grid
-    device: str | torch.device = "auto" # "auto", "cpu", "cuda", "cuda:1", ...
-    amp: bool = False # bf16 autocast (CUDA only; silently off elsewhere)
-    channels_last: bool = False # channels_last nets and batches (CUDA only)
-    seed: int = 0 # seeds the data order (with the epoch) and the step's noise (with the step)
-    num_workers: int = 0 # DataLoader workers
-    progress: bool = True # tqdm progress bar (rank 0)
+    section = "train"
+    batch_size: int = setting(4, min=1) # images per step (per rank under DDP)
+    max_steps: int = setting(1000, min=0) # total optimizer steps of the run (not "more steps")
+    lr_decay_start: int | None = setting(None, min=0) # linear decay to 0 from this step to max_steps (null: constant)
+    ema_decay: float = setting(0.999, min=0.0) # EMA decay of the kept generator, in [0, 1]
+    ema_warmup: bool = setting(True) # warm the EMA decay up (see ema_decay_at)
+    log_every: int | None = setting(10, min=0) # log every n steps (0/null: only the last)
+    sample_every: int | None = setting(200, min=0) # sample grid every n steps (0/null: off)
+    ckpt_every: int | None = setting(500, min=0) # step_XXXXXX.pt + last.pt every n steps (0/null: only at the end)
+    val_every: int | None = setting(None, min=0) # validate every n steps (null: at the end of fit only)
+    keep_checkpoints: int | None = setting(None, min=0) # keep at most this many step_XXXXXX.pt (null: all)
+    n_samples: int = setting(4, min=0) # rows of the sample grid
+    device: str | torch.device = setting("auto") # "auto", "cpu", "cuda", "cuda:1", ...
+    amp: bool = setting(False) # bf16 autocast (CUDA only; silently off elsewhere)
+    channels_last: bool = setting(False) # channels_last nets and batches (CUDA only)
+    seed: int = setting(0, min=0) # seeds the data order (with the epoch) and the step's noise (with the step)
+    num_workers: int = setting(0, min=0) # DataLoader workers
+    progress: bool = setting(True) # tqdm progress bar (rank 0)
 
     def __post_init__(self):
-        for name in ("log_every", "sample_every", "ckpt_every", "val_every", "keep_checkpoints"): _opt_int(name, getattr(self, name))
-        if not 0 <= self.ema_decay <= 1: raise ValueError(f"ema_decay: expected a value in [0, 1], got {self.ema_decay!r}")
+        super().__post_init__()
+        if not self.ema_decay <= 1: raise ValueError(f"train.ema_decay: expected a value in [0, 1], got {self.ema_decay!r}")
 
 def split_options(options: dict, *kinds: type) -> tuple[list, dict]:
     "Split keyword options into one instance of each dataclass in `kinds` (by field name) and the rest."
@@ -251,6 +248,11 @@ def split_options(options: dict, *kinds: type) -> tuple[list, dict]:
         made.append(kind(**{k: options[k] for k in options if k in names}))
         options = {k: v for k, v in options.items() if k not in names}
     return made, options
+
+def pop_options(options: dict, kind: type, base=None):
+    "`base` (or `kind()`) with the fields of `kind` that `options` holds replaced; those keys leave `options`."
+    names = {f.name for f in fields(kind)}
+    return replace(base if base is not None else kind(), **{k: options.pop(k) for k in list(options) if k in names})
 
 # %% ../nbs/08_training.ipynb #5743c677
 def ddp_rank_world() -> tuple[int, int]:
@@ -594,18 +596,28 @@ def _load_state(self: Loop, ckpt: str | os.PathLike | dict, # a checkpoint path 
     return self
 
 # %% ../nbs/08_training.ipynb #1417f616
-@dataclass
-class GANConfig:
+@dataclass(frozen=True)
+class GANConfig(Settings):
     "Optimizers and the discriminator's regulariser, shared by the GAN steps."
-    lr_g: float = 2e-4 # Adam learning rate of the generator(s)
-    lr_d: float = 2e-4 # Adam learning rate of the discriminator(s)
-    betas: tuple[float, float] = (0.5, 0.999) # Adam betas
-    r1_gamma: float = 1.0 # R1 weight gamma (the penalty enters as gamma/2 * R1); 0: off
+    section = "train"
+    lr_g: float = setting(2e-4, min=0.0) # Adam learning rate of the generator(s), > 0
+    lr_d: float = setting(2e-4, min=0.0) # Adam learning rate of the discriminator(s), > 0
+    betas: tuple[float, float] = setting((0.5, 0.999), min=0.0) # Adam betas of both optimizers
+    r1_gamma: float = setting(1.0, min=0.0) # R1 weight gamma on real HQ (the penalty enters as gamma/2 * R1); 0: off
 
     def __post_init__(self):
+        super().__post_init__()
         for name in ("lr_g", "lr_d"):
-            if not getattr(self, name) > 0: raise ValueError(f"{name}: expected a learning rate > 0, got {getattr(self, name)!r}")
-        if not self.r1_gamma >= 0: raise ValueError(f"r1_gamma: expected a value >= 0, got {self.r1_gamma!r}")
+            if not getattr(self, name) > 0: raise ValueError(f"train.{name}: expected a learning rate > 0, got {getattr(self, name)!r}")
+
+@dataclass(frozen=True)
+class HQGOptions(Settings):
+    "HQG-Net's own training options (the guidance encoder, VNM sampling, the stored default guide)."
+    section = "train"
+    finetune_guidance: bool = setting(False) # also train E_g (with the G optimizer); else it stays frozen
+    lr_guidance: float | None = setting(None, min=0.0) # learning rate of E_g when fine-tuned (null: lr_g)
+    temperature: float = setting(1.0, min=0.0) # VNM sampling temperature in training
+    default_guidance: int = setting(16, min=0) # training HQ images whose mean code is stored as the default guide
 
 # %% ../nbs/08_training.ipynb #14a05c3c
 class HQGStep(Step):
@@ -615,21 +627,21 @@ class HQGStep(Step):
     def __init__(self, net: HQGNet, # the networks: gen, disc, enc_hq (frozen unless finetune_guidance)
                  loss: HQGLoss, # the generator objective (its gan_kind is used for D too)
                  gan: GANConfig | None = None, # learning rates, betas, R1 (None: GANConfig())
-                 *, finetune_guidance: bool = False, # also train E_g (with the G optimizer)
-                 lr_guidance: float | None = None, # learning rate of E_g when fine-tuned (None: lr_g)
-                 temperature: float = 1.0, # VNM temperature in training
-                 enc_extra: Callable | None = None, # optional user feature encoder for the feat term
-                 default_guidance: int = 16, # training HQ images whose mean code is the default guidance
+                 opts: HQGOptions | None = None, # guidance and sampling options (None: HQGOptions())
+                 *, enc_extra: Callable | None = None, # optional user feature encoder for the feat term
+                 **options, # HQGOptions fields, e.g. temperature=0.3 (applied to opts)
                 ):
         if not isinstance(net, HQGNet): raise ValueError(f"net: expected an HQGNet, got {type(net).__name__}")
         if getattr(loss, "weights", {}).get("seg") and not self.runs_task_step:
             raise ValueError(f"loss: lambda_seg={loss.weights['seg']} needs a segmenter step, which this GAN trainer "
                              "does not run; use lambda_seg=0 here (the bi-level trainer adds the task loss)")
+        o = self.opts = pop_options(options, HQGOptions, opts)
+        if options: raise TypeError(f"{type(self).__name__}: unknown option(s) {sorted(options)}")
         self.net, self.loss, self.gan = net, loss, gan if gan is not None else GANConfig()
         self.gen, self.disc, self.enc, self.enc_extra = net.gen, net.disc, net.enc_hq, enc_extra
         self.r1_gamma, self.gan_kind = float(self.gan.r1_gamma), getattr(loss, "gan_kind", "nonsat")
-        self.temperature, self.finetune_guidance, self.lr_guidance = float(temperature), bool(finetune_guidance), lr_guidance
-        self.default_guidance, self._user_guidance, self._guidance_images = default_guidance, net.has_default_guidance, None
+        self.temperature, self.finetune_guidance, self.lr_guidance = o.temperature, o.finetune_guidance, o.lr_guidance
+        self.default_guidance, self._user_guidance, self._guidance_images = o.default_guidance, net.has_default_guidance, None
         self._style_cache, self._style_files, self._x_alt = {}, None, None
 
     settings = property(lambda self: dict(lr_g=self.gan.lr_g, lr_d=self.gan.lr_d, betas=self.gan.betas, r1_gamma=self.r1_gamma,

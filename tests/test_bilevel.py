@@ -315,12 +315,12 @@ def test_bad_arguments_name_themselves(tmp_path, monkeypatch):
              ((nn.Conv2d(1, 1, 1), HQGLoss(), ds), {}, "got Conv2d"),
              ((make_net(), nn.MSELoss(), ds), {}, "loss: expected an HQGLoss"),
              ((make_net(), HQGLoss(), ds), dict(solver="newton"), "solver: expected one of \\['alternating', 'unrolled'\\]"),
-             ((make_net(), HQGLoss(), ds), dict(seg_steps=-1), "seg_steps: expected an int >= 0, got -1"),
-             ((make_net(), HQGLoss(), ds), dict(warmup_steps=1.5), "warmup_steps: expected an int >= 0"),
+             ((make_net(), HQGLoss(), ds), dict(seg_steps=-1), "bilevel.seg_steps: expected values >= 0, got -1"),
+             ((make_net(), HQGLoss(), ds), dict(warmup_steps=1.5), "bilevel.warmup_steps: expected an int, got 1.5"),
              ((make_net(), HQGLoss(), ds), dict(ramp_steps=True), "ramp_steps"),
-             ((make_net(), HQGLoss(), ds), dict(lr_s=-1.0), "lr_s: expected a learning rate > 0"),
-             ((make_net(), HQGLoss(), ds), dict(inner_lr=-0.1), "inner_lr: expected a value >= 0"),
-             ((make_net(), HQGLoss(), ds), dict(train_seg="yes"), "train_seg: expected True or False")]
+             ((make_net(), HQGLoss(), ds), dict(lr_s=-1.0), "bilevel.lr_s: expected values >= 0.0, got -1.0"),
+             ((make_net(), HQGLoss(), ds), dict(inner_lr=-0.1), "bilevel.inner_lr: expected values >= 0.0, got -0.1"),
+             ((make_net(), HQGLoss(), ds), dict(train_seg="yes"), "bilevel.train_seg: expected true or false, got 'yes'")]
     for args, extra, msg in cases:
         with pytest.raises(ValueError, match=msg):
             BilevelTrainer(*args, **kw, **extra)

@@ -106,7 +106,7 @@ def test_amp_and_channels_last_are_off_on_cpu(tmp_path):
 def test_bad_settings_name_the_argument(tmp_path):
     ds = UnpairedDataset(DATA, size=32)
     net = HQGNet(3, "tiny", **TINY)
-    cases = [(dict(log_every=-1), "log_every: expected None or an int >= 0"), (dict(lr_d=0), "lr_d: expected a learning rate > 0"),
+    cases = [(dict(log_every=-1), "train.log_every: expected values >= 0, got -1"), (dict(lr_d=0), "lr_d: expected a learning rate > 0"),
              (dict(r1_gamma=-1), "r1_gamma"), (dict(ema_decay=1.5), "ema_decay: expected a value in"),
              (dict(val_every=5), "val_every: given without a val_set"), (dict(batch_size=64), "batch_size=64 is larger"),
              (dict(config={"x": object()}), "config.x: expected plain data")]
