@@ -195,13 +195,17 @@ def merged_settings(name: str, # the new class's name
                     section: str, # its section (the prefix of its keys in messages)
                     parts: Sequence[type], # Settings dataclasses whose fields it takes, in order
                     *, exclude: Sequence[str] = (), # field names of `parts` to leave out
-                    extra: Sequence[tuple] = (), # more fields: (name, type, setting(...))
+                    lead: Sequence[tuple] = (), # fields before those of `parts`: (name, type, setting(...))
+                    extra: Sequence[tuple] = (), # fields after them
+                    defaults: dict | None = None, # other defaults for fields of `parts` (constraints are kept)
                     doc: str = "", module: str | None = None) -> type:
     "A frozen Settings dataclass made of the fields of `parts` (the settings are declared once, where they are used)."
-    fs = [(f.name, _hints(k)[f.name], field(default=f.default, default_factory=f.default_factory, metadata=f.metadata))
+    d = defaults or {}
+    fs = [(f.name, _hints(k)[f.name], field(default=d.get(f.name, f.default), metadata=f.metadata) if f.name in d else
+           field(default=f.default, default_factory=f.default_factory, metadata=f.metadata))
           for k in parts for f in fields(k) if f.name not in exclude]
     ns = {"section": section, "__doc__": doc, "__module__": module or __name__}
-    return make_dataclass(name, fs + list(extra), bases=(Settings,), frozen=True, namespace=ns)
+    return make_dataclass(name, list(lead) + fs + list(extra), bases=(Settings,), frozen=True, namespace=ns)
 
 # %% ../nbs/00_core.ipynb #3cdfe69e
 def method_of(cls):

@@ -5,6 +5,7 @@
 # %% ../nbs/04_data.ipynb #834c84a8
 from __future__ import annotations
 import random
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
 import numpy as np
@@ -12,11 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, DataLoader, Sampler, default_collate
 from kornia.geometry.transform import get_rotation_matrix2d, warp_affine
-from .core import check_image, method_of
+from .core import check_image, method_of, setting, Settings
 from .io import read_image, list_images, ImageReadError
 
 # %% auto #0
-__all__ = ['LAYOUTS', 'find_layout', 'image_list', 'match_masks', 'load_mask', 'random_view', 'seeded_generator',
+__all__ = ['LAYOUTS', 'find_layout', 'image_list', 'match_masks', 'load_mask', 'random_view', 'seeded_generator', 'ViewConfig',
            'UnpairedDataset', 'EpochSampler', 'collate_same_size', 'make_loader', 'set_loader_epoch', 'PairedTestSet']
 
 # %% ../nbs/04_data.ipynb #bb0b2658
@@ -156,6 +157,19 @@ def seeded_generator(*keys: int) -> torch.Generator:
     state = np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint32)
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
+# %% ../nbs/04_data.ipynb #cb53d06b
+@dataclass(frozen=True)
+class ViewConfig(Settings):
+    "How training views are cut from an image (see `random_view`)."
+    section = "data"
+    scale: tuple[float, float] | None = setting(None, min=1.0) # zoom jitter (a, b), 1 <= a <= b; null: none
+    resize: str = setting("short_side", choices=("short_side", "upscale_only")) # short side -> size, or native-scale crops
+    hflip: bool = setting(True) # random horizontal flips
+    vflip: bool = setting(True) # random vertical flips
+    rot90: bool = setting(True) # random quarter turns
+    degrees: float = setting(0.0, min=0.0) # small random rotation (0: off)
+    translate: float = setting(0.0, min=0.0) # small random shift, fraction of the side (0: off)
+
 # %% ../nbs/04_data.ipynb #d3c6c1be
 class UnpairedDataset(Dataset):
     "Unpaired LQ/HQ images (+ optional LQ masks) as seeded, augmented `size`x`size` views; one item per LQ image."
@@ -165,23 +179,19 @@ class UnpairedDataset(Dataset):
                  split: str = "train", # 'train' or 'test'
                  augment: bool | None = None, # random crops/jitter/flips; None: True for 'train', False for 'test'
                  seed: int = 0, # base seed of pairings and augmentations
-                 scale: tuple[float, float] | None = None, # zoom jitter (a, b), 1 <= a <= b (see `random_view`)
-                 resize: str = "short_side", # 'short_side' or 'upscale_only' (see `random_view`)
-                 hflip: bool = True, vflip: bool = True, rot90: bool = True, # geometric augmentations
-                 degrees: float = 0.0, translate: float = 0.0, # small affine (0: off)
+                 views: ViewConfig | None = None, # how views are cut (None: ViewConfig())
                  masks: bool = True, # read the masks folder when there is one
+                 **view_options, # ViewConfig fields, e.g. resize="upscale_only", degrees=5.0
                 ):
         if not isinstance(size, int) or size < 1: raise ValueError(f"size: expected a positive int, got {size!r}")
         if channels not in (1, 3): raise ValueError(f"channels: expected 1 or 3, got {channels!r}")
-        if scale is not None and not (len(scale) == 2 and 1 <= scale[0] <= scale[1]):
-            raise ValueError(f"scale: expected (a, b) with 1 <= a <= b (views never shrink below size), got {scale!r}")
         if int(seed) < 0: raise ValueError(f"seed: expected a non-negative int, got {seed}")
-        if resize not in ("short_side", "upscale_only"):
-            raise ValueError(f"resize: expected 'short_side' or 'upscale_only', got {resize!r}")
+        v = self.views = replace(views if views is not None else ViewConfig(), **view_options)
+        if v.scale is not None and not v.scale[0] <= v.scale[1]:
+            raise ValueError(f"scale: expected (a, b) with 1 <= a <= b (views never shrink below size), got {v.scale!r}")
         self.root, self.size, self.channels, self.split, self.seed = Path(root), size, channels, split, int(seed)
         self.augment = (split == "train") if augment is None else bool(augment)
-        self.view_kw = dict(scale=scale, resize=resize, hflip=hflip, vflip=vflip, rot90=rot90,
-                            degrees=degrees, translate=translate)
+        self.view_kw = asdict(v)
         dirs = find_layout(root, split)
         self.layout = dirs["layout"]
         self.lq_paths, self.hq_paths = image_list(dirs["lq"], "LQ"), image_list(dirs["hq"], "HQ")

@@ -5,6 +5,7 @@
 # %% ../nbs/06_networks.ipynb #65fd2826
 from __future__ import annotations
 import math, os, re, statistics, time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, NamedTuple
 import torch
@@ -12,16 +13,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 from . import __version__
 from .io import atomic_write
-from .core import check_image, as_batch, unbatch, to_signed, pad_to_multiple, crop_to, get_device, method_of
+from .core import check_image, as_batch, unbatch, to_signed, pad_to_multiple, crop_to, get_device, method_of, setting, Settings
 from .vnm import VariationalNorm, VNMBlock, AdaLIN
 from .degrade import estimate_fov, fov_mask
 
 # %% auto #0
 __all__ = ['PRESETS', 'VARIANTS', 'RELEASED_PARAMS', 'FOV_MODES', 'FOV_COVER', 'AUTO_SCALE_ABOVE', 'CKPT_FORMATS', 'pad_input',
            'GuidanceEncoder', 'GuidanceDecoder', 'GuidanceAutoencoder', 'freeze', 'unfreeze',
-           'pretrain_guidance_encoder', 'GenOutput', 'Generator', 'Discriminator', 'Segmenter', 'make_generator',
-           'resolve_config', 'HQGNet', 'mean_guidance_code', 'encode_tiled', 'newer_version_note', 'count_params',
-           'estimate_macs', 'model_summary', 'bench_generator']
+           'pretrain_guidance_encoder', 'GenOutput', 'GenConfig', 'Generator', 'Discriminator', 'Segmenter',
+           'make_generator', 'resolve_config', 'HQGNet', 'mean_guidance_code', 'encode_tiled', 'newer_version_note',
+           'count_params', 'estimate_macs', 'model_summary', 'bench_generator']
 
 # %% ../nbs/06_networks.ipynb #8cf6d8a9
 def _norm(kind: str, c: int) -> nn.Module:
@@ -254,41 +255,48 @@ def _gen_decoder(w: list[int], depth: int, counts: list[int], lat: int, bn: str,
     head = nn.Conv2d(w[0], out_channels, 1)
     return cond, up, head
 
+# %% ../nbs/06_networks.ipynb #fcf848ce
+@dataclass(frozen=True)
+class GenConfig(Settings):
+    "The generator's architecture (`hqg.networks.ARCHITECTURES` holds it for each preset, as the gen_* keys)."
+    section = "gen"
+    base: int = setting(16, min=1) # width at full resolution
+    depth: int = setting(3, min=1) # number of stride-2 stages (input padded to a multiple of 2^depth)
+    max_width: int = setting(128, min=1) # cap on the widths base * 2^i
+    blocks: int = setting(1, min=1) # residual blocks per encoder stage (the first one downsamples)
+    bottleneck_blocks: int = setting(1, min=0) # plain residual blocks at the bottleneck
+    norm: str = setting("instance") # encoder normalisation: "instance", "batch", "group" or "none"
+    code_lq: int = setting(16, min=1) # size of v_y
+    code_hq: int = setting(64, min=1) # size of v_z (the guidance encoder's code)
+    latent: int = setting(64, min=1) # size of the VNM latent w
+    hidden: int = setting(128, min=1) # hidden width of the VNM MLP
+    n_vnm: int = setting(4, min=0) # number of VNM blocks in the decoder
+    vnm_placement: str = setting("decoder", choices=("decoder", "bottleneck")) # one per upsampling stage, or all at the bottleneck
+    conditioning: str = setting("vnm", choices=("vnm", "deterministic", "adain")) # VNM, its deterministic ablation, official-style AdaIN
+    residual: bool = setting(True) # head adds a correction to the input's logit (near-identity start)
+
 # %% ../nbs/06_networks.ipynb #3e0960f3
 class Generator(nn.Module):
     "Enhancement network G(y, z): U-Net with a residual encoder, LQ code v_y, VNM-conditioned decoder, sigmoid head."
     def __init__(self, in_channels: int = 3, # image channels (1 or 3), in and out
-                 base: int = 16, # width at full resolution
-                 depth: int = 3, # number of stride-2 stages (input padded to a multiple of 2^depth)
-                 max_width: int = 128, # cap on the widths base * 2^i
-                 blocks: int = 1, # residual blocks per encoder stage (the first one downsamples)
-                 bottleneck_blocks: int = 1, # plain residual blocks at the bottleneck
-                 norm: str = "instance", # encoder normalisation: "instance", "batch", "group" or "none"
-                 code_lq: int = 16, # size of v_y
-                 code_hq: int = 64, # size of v_z (the guidance encoder's code)
-                 latent: int = 64, # size of the VNM latent w
-                 hidden: int = 128, # hidden width of the VNM MLP
-                 n_vnm: int = 4, # number of VNM blocks in the decoder
-                 vnm_placement: str = "decoder", # "decoder" (one per upsampling stage) or "bottleneck"
-                 conditioning: str = "vnm", # "vnm", "deterministic" (ablation) or "adain" (official-style)
-                 residual: bool = True, # head adds a correction to the input's logit (near-identity start)
+                 cfg: GenConfig | None = None, # the architecture (None: GenConfig())
+                 **overrides, # GenConfig fields, e.g. base=8, depth=4
                 ):
         super().__init__()
-        if conditioning not in ("vnm", "deterministic", "adain"):
-            raise ValueError(f"conditioning: expected 'vnm', 'deterministic' or 'adain', got {conditioning!r}")
-        if blocks < 1: raise ValueError(f"blocks: expected >= 1, got {blocks}")
+        c = self.cfg = replace(cfg if cfg is not None else GenConfig(), **overrides)
+        depth, code_hq, conditioning = c.depth, c.code_hq, c.conditioning
         self.in_channels, self.depth, self.code_hq, self.conditioning = in_channels, depth, code_hq, conditioning
-        w = self.widths = _widths(base, depth, max_width)
-        self.stem, self.down, self.mid = _gen_encoder(in_channels, w, depth, blocks, bottleneck_blocks, norm)
+        w = self.widths = _widths(c.base, depth, c.max_width)
+        self.stem, self.down, self.mid = _gen_encoder(in_channels, w, depth, c.blocks, c.bottleneck_blocks, c.norm)
         if conditioning == "adain": self.to_code, self.vnm, lat, bn = None, None, code_hq, "adain"
         else:
-            self.to_code = nn.Linear(2 * w[-1], code_lq)
-            self.vnm = VariationalNorm(code_lq, code_hq, latent, hidden, deterministic=conditioning == "deterministic")
-            lat, bn = latent, "adalin"
-        counts = self.vnm_counts = _vnm_layout(n_vnm, depth, vnm_placement)
+            self.to_code = nn.Linear(2 * w[-1], c.code_lq)
+            self.vnm = VariationalNorm(c.code_lq, code_hq, c.latent, c.hidden, deterministic=conditioning == "deterministic")
+            lat, bn = c.latent, "adalin"
+        counts = self.vnm_counts = _vnm_layout(c.n_vnm, depth, c.vnm_placement)
         self.cond, self.up, self.head = _gen_decoder(w, depth, counts, lat, bn, in_channels)
-        self.residual = residual
-        if residual:  # small head: the untrained generator is close to the identity map
+        self.residual = c.residual
+        if c.residual:  # small head: the untrained generator is close to the identity map
             with torch.no_grad(): self.head.weight.mul_(0.1); self.head.bias.zero_()
 
     @property
@@ -416,9 +424,11 @@ RELEASED_PARAMS = {"gen": 36.5e6, "disc": 26.1e6, "enc_hq": 26.1e6}  # the autho
 
 def make_generator(in_channels: int, c: dict) -> Generator:
     "The generator of a resolved config `c` (see `resolve_config`)."
-    return Generator(in_channels, c["gen_base"], c["gen_depth"], c["gen_max_width"], c["gen_blocks"],
-                     c["gen_bottleneck_blocks"], c["gen_norm"], c["code_lq"], c["code_hq"], c["latent"],
-                     c["vnm_hidden"], c["gen_n_vnm"], c["gen_vnm_placement"], c["gen_conditioning"], c["gen_residual"])
+    return Generator(in_channels, GenConfig(
+        base=c["gen_base"], depth=c["gen_depth"], max_width=c["gen_max_width"], blocks=c["gen_blocks"],
+        bottleneck_blocks=c["gen_bottleneck_blocks"], norm=c["gen_norm"], code_lq=c["code_lq"], code_hq=c["code_hq"],
+        latent=c["latent"], hidden=c["vnm_hidden"], n_vnm=c["gen_n_vnm"], vnm_placement=c["gen_vnm_placement"],
+        conditioning=c["gen_conditioning"], residual=c["gen_residual"]))
 
 def resolve_config(size: str = "tiny", variant: str = "hqg", **overrides) -> dict:
     "The full network settings of a preset + variant with `overrides` applied (unknown keys raise ValueError)."

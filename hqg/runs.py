@@ -15,43 +15,36 @@ import hqg
 from .core import seed_everything, get_device, method_of, setting, Settings, check_value, type_name, merged_settings
 from .networks import HQGNet, GuidanceAutoencoder, PRESETS as NET_PRESETS, VARIANTS, pretrain_guidance_encoder
 from .losses import HQGLoss, LossConfig, load_feature_encoder, style_scale, style_statistics
-from .data import UnpairedDataset, PairedTestSet, make_loader
+from .data import UnpairedDataset, PairedTestSet, ViewConfig, make_loader
 from .io import read_image, list_images
 from .training import Trainer, LoopConfig, GANConfig, HQGOptions, load_checkpoint, find_last_checkpoint
 from .bilevel import BilevelOptions
 from .baselines import CycleOptions
 
 # %% auto #0
-__all__ = ['TrainConfig', 'CycleConfig', 'BilevelConfig', 'SECTIONS', 'TOP_KEYS', 'GUIDED_LOSS', 'PRESETS', 'OVERLAYS',
-           'NULL_STRINGS', 'SWEEP_KEYS', 'DataConfig', 'ModelConfig', 'RunConfig', 'load_config', 'config_to_dict',
+__all__ = ['DataConfig', 'TrainConfig', 'CycleConfig', 'BilevelConfig', 'SECTIONS', 'TOP_KEYS', 'GUIDED_LOSS', 'PRESETS',
+           'OVERLAYS', 'NULL_STRINGS', 'SWEEP_KEYS', 'ModelConfig', 'RunConfig', 'load_config', 'config_to_dict',
            'config_to_yaml', 'save_config', 'parse_overrides', 'git_sha', 'new_run_dir', 'reference_guides', 'build',
            'train_side', 'hq_style_scale', 'trainer_class', 'fov_val_metrics', 'train', 'read_metrics', 'NotebookError',
            'notebook_parameters', 'RunProgress', 'run_notebook', 'smoke_mode', 'notebook_settings', 'notebook_config',
            'sweep']
 
 # %% ../nbs/13_runs.ipynb #4bf0a26a
-@dataclass(frozen=True)
-class DataConfig(Settings):
-    "Dataset folder and training views (→ `UnpairedDataset`, `PairedTestSet`, loader)."
-    section = "data"
-    root: str | None = setting(None) # dataset folder: lq/ + hq/ (+ masks/, test/), or CycleGAN trainA/ + trainB/
-    size: int = setting(64, min=1) # side of the square training views
-    channels: int = setting(3, choices=(1, 3)) # 1 (gray) or 3 (RGB); images are converted
-    batch_size: int = setting(4, min=1) # images per step
-    num_workers: int = setting(0, min=0) # DataLoader worker processes
-    augment: bool = setting(True) # random views: crops, flips, rotations (see `random_view`)
-    scale: tuple[float, float] | None = setting(None, min=1.0) # zoom jitter (a, b), 1 <= a <= b; null: none
-    resize: str = setting("upscale_only", choices=("upscale_only", "short_side")) # native-scale crops, or short side -> size
-    hflip: bool = setting(True)
-    vflip: bool = setting(True)
-    rot90: bool = setting(True)
-    degrees: float = setting(0.0, min=0.0) # small random rotation (0: off)
-    translate: float = setting(0.0, min=0.0) # small random shift, fraction of the side (0: off)
-    masks: bool = setting(True) # read root/masks/ when present
-    val: bool = setting(True) # validate on root/val/{lq,gt} (else root/test/{lq,gt}, or val_root) when such pairs exist
-    val_root: str | None = setting(None) # another paired folder (lq/ + gt/) for validation
-    default_guide: str | None = setting("auto") # stored default guide: image/folder (relative to root or absolute); auto: manifest's reference-style HQ images
-    val_size: int | None = setting(None, min=1) # null: native image size
+DataConfig = merged_settings(
+    "DataConfig", "data", [ViewConfig], defaults={"resize": "upscale_only"}, module=__name__,
+    lead=[("root", str | None, setting(None)),  # dataset folder: lq/ + hq/ (+ masks/, test/), or CycleGAN trainA/ + trainB/
+          ("size", int, setting(64, min=1)),  # side of the square training views
+          ("channels", int, setting(3, choices=(1, 3))),  # 1 (gray) or 3 (RGB); images are converted
+          ("batch_size", int, setting(4, min=1)),  # images per step
+          ("num_workers", int, setting(0, min=0)),  # DataLoader worker processes
+          ("augment", bool, setting(True))],  # random views: crops, flips, rotations (see `random_view`)
+    extra=[("masks", bool, setting(True)),  # read root/masks/ when present
+           ("val", bool, setting(True)),  # validate on root/val/{lq,gt} (else root/test/{lq,gt}, or val_root) when such pairs exist
+           ("val_root", str | None, setting(None)),  # another paired folder (lq/ + gt/) for validation
+           ("default_guide", str | None, setting("auto")),  # stored default guide: image/folder; auto: the manifest's reference-style HQ images
+           ("val_size", int | None, setting(None, min=1))],  # null: native image size
+    doc="Dataset folder and training views (→ `UnpairedDataset`, `PairedTestSet`, loader); the view settings are "
+        "`hqg.data.ViewConfig`'s (declared there), with native-scale crops (`resize: upscale_only`) as the default.")
 
 # %% ../nbs/13_runs.ipynb #8287149b
 @dataclass(frozen=True)
@@ -357,9 +350,9 @@ def _datasets(d: DataConfig, seed: int):
     if not any(p for p in root.iterdir() if not p.name.startswith(".")):
         raise ValueError(f"data.root: {root} is empty; expected image folders lq/ and hq/ (or trainA/ and trainB/)")
     try:
+        views = ViewConfig(**{f.name: getattr(d, f.name) for f in fields(ViewConfig)})
         ds = UnpairedDataset(root, size=d.size, channels=d.channels, split="train", augment=d.augment, seed=seed,
-                             scale=d.scale, resize=d.resize, hflip=d.hflip, vflip=d.vflip, rot90=d.rot90, degrees=d.degrees,
-                             translate=d.translate, masks=d.masks)
+                             views=views, masks=d.masks)
     except (FileNotFoundError, ValueError) as e: raise _one_line(e, "data.root: ") from None
     if len(ds) < d.batch_size:
         raise ValueError(f"data.batch_size: {d.batch_size} is larger than the {len(ds)} LQ images in {root}")

@@ -279,7 +279,7 @@ CASES = [
          r"^cannot read image '{tmp}/nope\.png': file not found$"),
     # 6. unknown config keys and wrong-typed values: overrides, YAML files, the command line
     Case("unknown-key/load_config", lambda c: load_config("tiny", {"train.bogus": 1}), ValueError,
-         r"^overrides: unknown key 'bogus' in section 'train'; valid keys: max_steps, lr_g, "),
+         r"^overrides: unknown key 'bogus' in section 'train'; valid keys: max_steps, lr_decay_start, ema_decay, "),
     Case("unknown-section/load_config", lambda c: load_config("tiny", {"trian.lr_g": 1e-4}), ValueError,
          r"^overrides: unknown section 'trian' in 'trian\.lr_g'; valid sections: data, model, loss, train"),
     Case("wrong-type/load_config", lambda c: load_config("tiny", {"train.lr_g": "abc"}), ValueError,

@@ -303,8 +303,9 @@ def test_error_corrupt_image(tmp_path):
 def test_error_bad_arguments(tmp_path):
     make_set(tmp_path, n_lq=1, n_hq=1, masks=())
     for kw, msg in [(dict(size=0), "size: expected a positive int"), (dict(channels=4), "channels: expected 1 or 3"),
-                    (dict(split="val"), "'train' or 'test'"), (dict(scale=(0.8, 1.2)), "1 <= a <= b"),
-                    (dict(resize="stretch"), "'short_side' or 'upscale_only'"), (dict(seed=-1), "seed")]:
+                    (dict(split="val"), "'train' or 'test'"), (dict(scale=(0.8, 1.2)), r"data.scale: expected values >= 1.0"),
+                    (dict(scale=(1.3, 1.2)), "1 <= a <= b"), (dict(resize="stretch"), r"data.resize: expected one of \['short_side', 'upscale_only'\]"),
+                    (dict(seed=-1), "seed")]:
         with pytest.raises(ValueError, match=msg): UnpairedDataset(tmp_path, **kw)
     ds = UnpairedDataset(tmp_path, size=8)
     with pytest.raises(IndexError, match="out of range"): ds[1]
