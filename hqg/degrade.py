@@ -13,7 +13,7 @@ from PIL import Image
 from .core import check_image, as_batch, unbatch, convert_channels
 
 # %% auto #0
-__all__ = ['FOV_BORDER', 'DEGRADATIONS', 'PRESETS', 'smooth_field', 'render_capsules', 'murray_split', 'synth_vessels',
+__all__ = ['FOV_BORDER', 'DEGRADATIONS', 'RECIPES', 'smooth_field', 'render_capsules', 'murray_split', 'synth_vessels',
            'synth_nerves', 'fov_mask', 'illumination_field', 'uneven_illumination', 'adjust_gamma', 'reduce_contrast',
            'disc_kernel', 'defocus_blur', 'haze', 'gaussian_noise', 'poisson_noise', 'jpeg', 'estimate_fov', 'degrade',
            'replay']
@@ -491,7 +491,7 @@ DEGRADATIONS: dict[str, Callable] = dict(
     uneven_illumination=uneven_illumination, adjust_gamma=adjust_gamma, reduce_contrast=reduce_contrast,
     defocus_blur=defocus_blur, haze=haze, gaussian_noise=gaussian_noise, poisson_noise=poisson_noise, jpeg=jpeg)
 
-PRESETS: dict[str, list] = {
+RECIPES: dict[str, list] = {
     "fundus": [("uneven_illumination", dict(strength=(0.2, 0.6), scale=(0.25, 0.6))),
                ("haze", dict(t=(0.45, 0.85), airlight=(0.55, 0.9), illumination=0.0)),
                ("defocus_blur", dict(radius_at_256=(0.5, 2.0))),
@@ -523,14 +523,14 @@ def _scaled(kw: dict, size: int) -> dict:
 
 # %% ../nbs/03_degrade.ipynb #e99a9bd4
 def degrade(x: torch.Tensor, # (C,H,W) or (B,C,H,W) in [0,1]
-            preset: str | Sequence = "fundus", # a name in PRESETS or a list of (name, kwargs) steps
+            preset: str | Sequence = "fundus", # a name in RECIPES or a list of (name, kwargs) steps
             seed: int | None = None, generator: torch.Generator | None = None,
             fov=None, # FOV mask, "auto" (estimated once on x) or None
            ) -> tuple[torch.Tensor, dict]:
     "Apply a preset chain of degradations; return (y, {'preset', 'seed', 'ops': [{'op': name, **params}]})."
-    steps = PRESETS.get(preset) if isinstance(preset, str) else preset
+    steps = RECIPES.get(preset) if isinstance(preset, str) else preset
     if steps is None or isinstance(steps, str):
-        raise ValueError(f"preset: expected one of {sorted(PRESETS)} or a list of (name, kwargs) steps, got {preset!r}")
+        raise ValueError(f"preset: expected one of {sorted(RECIPES)} or a list of (name, kwargs) steps, got {preset!r}")
     xb, added, m = _prep(x, fov)
     d = _Draw(seed, generator); g = torch.Generator().manual_seed(d._resolve())
     ops, size = [], min(xb.shape[-2:])

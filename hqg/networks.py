@@ -7,22 +7,22 @@ from __future__ import annotations
 import math, os, re, statistics, time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable, NamedTuple
+from typing import Any, Iterable, NamedTuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from . import __version__
 from .io import atomic_write
-from .core import check_image, as_batch, unbatch, to_signed, pad_to_multiple, crop_to, get_device, method_of, setting, Settings
+from .core import check_image, as_batch, unbatch, to_signed, pad_to_multiple, crop_to, get_device, method_of, setting, Settings, check_value
 from .vnm import VariationalNorm, VNMBlock, AdaLIN
 from .degrade import estimate_fov, fov_mask
 
 # %% auto #0
-__all__ = ['PRESETS', 'VARIANTS', 'RELEASED_PARAMS', 'FOV_MODES', 'FOV_COVER', 'AUTO_SCALE_ABOVE', 'CKPT_FORMATS', 'pad_input',
-           'GuidanceEncoder', 'GuidanceDecoder', 'GuidanceAutoencoder', 'freeze', 'unfreeze',
+__all__ = ['ARCHITECTURES', 'VARIANTS', 'RELEASED_PARAMS', 'FOV_MODES', 'FOV_COVER', 'AUTO_SCALE_ABOVE', 'CKPT_FORMATS',
+           'pad_input', 'GuidanceEncoder', 'GuidanceDecoder', 'GuidanceAutoencoder', 'freeze', 'unfreeze',
            'pretrain_guidance_encoder', 'GenOutput', 'GenConfig', 'Generator', 'Discriminator', 'Segmenter',
-           'make_generator', 'resolve_config', 'HQGNet', 'mean_guidance_code', 'encode_tiled', 'newer_version_note',
-           'count_params', 'estimate_macs', 'model_summary', 'bench_generator']
+           'make_generator', 'resolve_config', 'ModelConfig', 'HQGNet', 'mean_guidance_code', 'encode_tiled',
+           'newer_version_note', 'count_params', 'estimate_macs', 'model_summary', 'bench_generator']
 
 # %% ../nbs/06_networks.ipynb #8cf6d8a9
 def _norm(kind: str, c: int) -> nn.Module:
@@ -409,7 +409,7 @@ class Segmenter(nn.Module):
         return crop_to(self.out(h), size)
 
 # %% ../nbs/06_networks.ipynb #cbf92453
-PRESETS = {
+ARCHITECTURES = {
     "tiny": dict(gen_base=16, gen_depth=3, gen_max_width=128, gen_blocks=1, gen_bottleneck_blocks=1,
                  gen_norm="instance", gen_n_vnm=4, gen_vnm_placement="decoder", gen_residual=True, code_lq=16,
                  code_hq=64, latent=64, vnm_hidden=128, disc_base=16, disc_depth=3, disc_max_width=128, spectral_norm=False,
@@ -432,15 +432,36 @@ def make_generator(in_channels: int, c: dict) -> Generator:
 
 def resolve_config(size: str = "tiny", variant: str = "hqg", **overrides) -> dict:
     "The full network settings of a preset + variant with `overrides` applied (unknown keys raise ValueError)."
-    if size not in PRESETS: raise ValueError(f"size: expected one of {list(PRESETS)}, got {size!r}")
+    if size not in ARCHITECTURES: raise ValueError(f"size: expected one of {list(ARCHITECTURES)}, got {size!r}")
     if variant not in VARIANTS: raise ValueError(f"variant: expected one of {list(VARIANTS)}, got {variant!r}")
-    cfg = dict(PRESETS[size])
+    cfg = dict(ARCHITECTURES[size])
     bad = sorted(set(overrides) - set(cfg))
     if bad: raise ValueError(f"unknown HQGNet setting(s) {bad}; valid: {sorted(cfg)}")
     cfg.update(overrides)
     cfg["gen_conditioning"] = VARIANTS[variant]
     if VARIANTS[variant] == "adain" and "gen_n_vnm" not in overrides: cfg["gen_n_vnm"] = cfg["gen_depth"]
     return cfg
+
+# %% ../nbs/06_networks.ipynb #eb06eed5
+@dataclass(frozen=True)
+class ModelConfig(Settings):
+    "A run config's `model:` section: architecture preset, generator variant, per-key overrides (→ `HQGNet.from_config`)."
+    section = "model"
+    size: str = setting("tiny", choices=tuple(ARCHITECTURES)) # network preset of ARCHITECTURES
+    variant: str = setting("hqg", choices=tuple(VARIANTS)) # hqg | deterministic | official
+    method: str = setting("hqg", choices=("hqg", "cyclegan")) # training scheme: hqg (guided GAN) or cyclegan (baselines)
+    with_seg: bool = setting(False) # also build the segmenter (bi-level learning)
+    feature_encoder: str | None = setting(None) # local .pt2/TorchScript encoder for the feature term (enc_extra)
+    fov: str = setting("auto", choices=("auto", "none")) # enhance's default outside the field of view: auto = black (RGB whole-FOV views)
+    overrides: dict[str, Any] = setting({}) # any key of ARCHITECTURES[size], e.g. gen_base: 8
+
+    def __post_init__(self):
+        super().__post_init__()
+        ref = ARCHITECTURES[self.size]
+        for k, v in self.overrides.items():
+            if k not in ref:
+                raise ValueError(f"unknown key {k!r} in section 'model.overrides'; valid keys: {', '.join(ref)}")
+            check_value(v, type(ref[k]), f"model.overrides.{k}")
 
 # %% ../nbs/06_networks.ipynb #3ca9db8f
 FOV_MODES = ("auto", "none")  # HQGNet(fov=...): what `enhance` does outside the field of view by default
@@ -474,7 +495,7 @@ class HQGNet(nn.Module):
                  fov: str = "none", # enhance's default: "auto" = black outside the estimated field of view, or "none"
                  guide_tile: int | None = None, # guidance codes at the training scale: mean over windows of this side
                  train_side: int | None = None, # short side of the training images as the model saw them (enhance's scale="auto")
-                 **overrides, # any key of PRESETS[size], e.g. gen_base=8
+                 **overrides, # any key of ARCHITECTURES[size], e.g. gen_base=8
                 ):
         super().__init__()
         if in_channels not in (1, 3): raise ValueError(f"in_channels: expected 1 or 3, got {in_channels}")
@@ -731,6 +752,27 @@ def _from_checkpoint(cls, path: str | os.PathLike, map_location="cpu") -> HQGNet
 
 HQGNet.from_checkpoint = classmethod(_from_checkpoint)
 _from_checkpoint.__name__, _from_checkpoint.__qualname__ = "from_checkpoint", "HQGNet.from_checkpoint"
+
+# %% ../nbs/06_networks.ipynb #c866cdec
+def _from_config(cls, m: ModelConfig, # a run config's model section
+                 in_channels: int = 3, # the data's channels
+                 *, with_seg: bool = False, # also build the segmenter (m.with_seg does too)
+                 **kw, # more HQGNet keywords: freeze_guidance, guide_tile, train_side
+                ) -> HQGNet:
+    "The HQGNet of a run config's model section: what `hqg train` builds."
+    return cls(in_channels, m.size, m.variant, with_seg=m.with_seg or with_seg, fov=m.fov, **kw, **m.overrides)
+
+def _from_preset(cls, name: str, # a preset chain, e.g. "tiny", "paper", "tiny+no-vnm"
+                 in_channels: int | None = None, # None: the preset's data.channels (3)
+                ) -> HQGNet:
+    "The (untrained) network that `hqg train --config NAME` trains, from `hqg.presets` (the view size is the guide tile)."
+    from hqg.presets import resolve_preset
+    d = resolve_preset(name)
+    data = d.get("data", {})
+    return cls.from_config(ModelConfig(**d.get("model", {})), in_channels or data.get("channels", 3),
+                           with_seg=d.get("bilevel", {}).get("enabled", False), guide_tile=data.get("size"))
+
+HQGNet.from_config, HQGNet.from_preset = classmethod(_from_config), classmethod(_from_preset)
 
 # %% ../nbs/06_networks.ipynb #50c67983
 def count_params(module: nn.Module, trainable_only: bool = False) -> int:

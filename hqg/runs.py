@@ -13,7 +13,8 @@ import torch
 import torch.distributed as dist
 import hqg
 from .core import seed_everything, get_device, method_of, setting, Settings, check_value, type_name, merged_settings
-from .networks import HQGNet, GuidanceAutoencoder, PRESETS as NET_PRESETS, VARIANTS, pretrain_guidance_encoder
+from .networks import HQGNet, GuidanceAutoencoder, ModelConfig, VARIANTS, pretrain_guidance_encoder
+from .presets import GUIDED_LOSS, PRESETS, OVERLAYS, merge_layers
 from .losses import HQGLoss, LossConfig, load_feature_encoder, style_scale, style_statistics
 from .data import UnpairedDataset, PairedTestSet, ViewConfig, make_loader
 from .io import read_image, list_images
@@ -22,12 +23,11 @@ from .bilevel import BilevelOptions
 from .baselines import CycleOptions
 
 # %% auto #0
-__all__ = ['DataConfig', 'TrainConfig', 'CycleConfig', 'BilevelConfig', 'SECTIONS', 'TOP_KEYS', 'GUIDED_LOSS', 'PRESETS',
-           'OVERLAYS', 'NULL_STRINGS', 'SWEEP_KEYS', 'ModelConfig', 'RunConfig', 'load_config', 'config_to_dict',
-           'config_to_yaml', 'save_config', 'parse_overrides', 'git_sha', 'new_run_dir', 'reference_guides', 'build',
-           'train_side', 'hq_style_scale', 'trainer_class', 'fov_val_metrics', 'train', 'read_metrics', 'NotebookError',
-           'notebook_parameters', 'RunProgress', 'run_notebook', 'smoke_mode', 'notebook_settings', 'notebook_config',
-           'sweep']
+__all__ = ['DataConfig', 'TrainConfig', 'CycleConfig', 'BilevelConfig', 'SECTIONS', 'TOP_KEYS', 'NULL_STRINGS', 'SWEEP_KEYS',
+           'RunConfig', 'load_config', 'config_to_dict', 'config_to_yaml', 'save_config', 'parse_overrides', 'git_sha',
+           'new_run_dir', 'reference_guides', 'build', 'train_side', 'hq_style_scale', 'trainer_class',
+           'fov_val_metrics', 'train', 'read_metrics', 'NotebookError', 'notebook_parameters', 'RunProgress',
+           'run_notebook', 'smoke_mode', 'notebook_settings', 'notebook_config', 'sweep']
 
 # %% ../nbs/13_runs.ipynb #4bf0a26a
 DataConfig = merged_settings(
@@ -45,27 +45,6 @@ DataConfig = merged_settings(
            ("val_size", int | None, setting(None, min=1))],  # null: native image size
     doc="Dataset folder and training views (→ `UnpairedDataset`, `PairedTestSet`, loader); the view settings are "
         "`hqg.data.ViewConfig`'s (declared there), with native-scale crops (`resize: upscale_only`) as the default.")
-
-# %% ../nbs/13_runs.ipynb #8287149b
-@dataclass(frozen=True)
-class ModelConfig(Settings):
-    "Network preset, generator variant and per-key overrides (→ `HQGNet`)."
-    section = "model"
-    size: str = setting("tiny", choices=tuple(NET_PRESETS)) # network preset of hqg.networks.PRESETS
-    variant: str = setting("hqg", choices=tuple(VARIANTS)) # hqg | deterministic | official
-    method: str = setting("hqg", choices=("hqg", "cyclegan")) # training scheme: hqg (guided GAN) or cyclegan (baselines)
-    with_seg: bool = setting(False) # also build the segmenter (bi-level learning)
-    feature_encoder: str | None = setting(None) # local .pt2/TorchScript encoder for the feature term (enc_extra)
-    fov: str = setting("auto", choices=("auto", "none")) # enhance's default outside the field of view: auto = black (RGB whole-FOV views)
-    overrides: dict[str, Any] = setting({}) # any key of hqg.networks.PRESETS[size], e.g. gen_base: 8
-
-    def __post_init__(self):
-        super().__post_init__()
-        ref = NET_PRESETS[self.size]
-        for k, v in self.overrides.items():
-            if k not in ref:
-                raise ValueError(f"unknown key {k!r} in section 'model.overrides'; valid keys: {', '.join(ref)}")
-            check_value(v, type(ref[k]), f"model.overrides.{k}")
 
 # %% ../nbs/13_runs.ipynb #3cd98d41
 TrainConfig = merged_settings(
@@ -136,59 +115,8 @@ def _check_layer(d, src: str = "") -> dict:
         out[k] = {kk: getattr(sec, kk) for kk in v}
     return out
 
-def _merge(a: dict, b: dict) -> dict:
-    "Deep merge: `b` over `a` (new dict; nested mappings merge, everything else is replaced)."
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
 def _from_dict(d: dict) -> RunConfig:
     return RunConfig(name=d.get("name", "run"), **{k: cls(**d.get(k, {})) for k, cls in SECTIONS.items()})
-
-# %% ../nbs/13_runs.ipynb #2047904a
-GUIDED_LOSS = {  # the guidance recipe (chosen on data_samples/fundus/val, see the tables above): every hqg preset uses it
-    "lambda_kl": 0.0, "lambda_style": 20.0, "style_contrast_weight": 0.25,
-    "wavelet_per_level": True, "level_weights": [0.0, 0.5, 0.5], "wavelet_beta": 0.5, "lambda_guide": 4.0}
-
-PRESETS = {
-    "tiny": {"data": {"size": 64, "batch_size": 4},
-             "model": {"size": "tiny", "variant": "hqg",  # widths capped at 64: fast on CPU, a 1.7 MB fp16 model
-                       "overrides": {"gen_max_width": 64, "enc_max_width": 64, "disc_max_width": 64}},
-             "loss": {"illum_patch_sizes": [8, 16], **GUIDED_LOSS},  # 48/96 at 384 px, scaled to the 64-px views
-             "train": {"max_steps": 1000, "log_every": 10, "sample_every": 100, "ckpt_every": 250,
-                       "val_every": 250, "pretrain_guidance_steps": 100, "device": "auto",
-                       "lr_g": 5e-4, "temperature": 0.3}},
-    "paper": {"data": {"size": 384, "batch_size": 4, "num_workers": 4},
-              "model": {"size": "paper", "variant": "hqg"},
-              "loss": dict(GUIDED_LOSS),
-              "train": {"max_steps": 50_000, "lr_decay_start": 25_000, "log_every": 50, "sample_every": 1000,
-                        "ckpt_every": 5000, "val_every": 5000, "pretrain_guidance_steps": 2000,
-                        "amp": True, "channels_last": True, "device": "auto"}},
-    "hqg-official": {"base": "paper+official", "data": {"batch_size": 1}},
-    "tiny-bilevel": {"base": "tiny+bilevel",  # chosen on a held-out synthetic set (nbs/experiments/21_train_bilevel)
-                     "bilevel": {"warmup_steps": 50, "ramp_steps": 50, "pretrain_seg_steps": 200, "train_seg": False}},
-    "paper-bilevel": {"base": "paper+bilevel",
-                      "bilevel": {"warmup_steps": 10_000, "ramp_steps": 5000, "pretrain_seg_steps": 2000}},
-}
-
-# %% ../nbs/13_runs.ipynb #4cffae72
-OVERLAYS = {
-    "no-vnm": {"model": {"variant": "deterministic"}, "loss": {"lambda_kl": 0.0}},
-    "no-wavelet": {"loss": {"lambda_wavelet": 0.0}},
-    "no-feature": {"loss": {"lambda_feat": 0.0}},
-    "official": {"model": {"variant": "official"},
-                 "loss": {"lambda_struct": 0.25, "lambda_illum": 0.05, "lambda_kl": 0.0, "lambda_style": 0.0, "lambda_guide": 0.0,
-                          "wavelet_per_level": False, "level_weights": None, "wavelet_beta": 0.0},
-                 "data": {"vflip": False, "rot90": False},
-                 "train": {"lr_g": 1e-4, "lr_d": 1e-4}},
-    "bilevel": {"model": {"with_seg": True}, "loss": {"lambda_seg": 1.0}, "bilevel": {"enabled": True}},
-    "cyclegan": {"model": {"method": "cyclegan", "variant": "deterministic"},
-                 "loss": {"lambda_wavelet": 0.0, "lambda_feat": 0.0, "lambda_cons": 0.0, "lambda_kl": 0.0, "lambda_style": 0.0,
-                          "lambda_guide": 0.0, "gan_kind": "lsgan"},
-                 "train": {"pretrain_guidance_steps": 0, "r1_gamma": 0.0}},
-    "stillgan": {"base": "cyclegan", "loss": {"lambda_struct": 5.0, "lambda_illum": 1.0}},
-}
 
 # %% ../nbs/13_runs.ipynb #87122b93
 def _read_yaml(path: Path) -> dict:
@@ -213,8 +141,8 @@ def _resolve(spec: str, rel: Path, seen: tuple = ()) -> tuple[dict, str]:
         if key in seen: raise ValueError(f"{src}: 'base' chain loops back to itself ({' -> '.join(str(s[1]) for s in seen)})")
         layer = _check_layer(layer, src)
         names.append(layer.pop("name", name))
-        if "base" in layer: layer = _merge(_resolve(layer.pop("base"), here, seen + (key,))[0], layer)
-        acc = _merge(acc, layer)
+        if "base" in layer: layer = merge_layers(_resolve(layer.pop("base"), here, seen + (key,))[0], layer)
+        acc = merge_layers(acc, layer)
     return acc, "+".join(names)
 
 # %% ../nbs/13_runs.ipynb #9d14375a
@@ -228,7 +156,7 @@ def _dotted(overrides: dict) -> dict:
             raise ValueError(f"overrides: unknown section {path[0]!r} in {k!r}; valid sections: {', '.join(SECTIONS)}")
         node = out
         for p in path: node = node.setdefault(p, {})
-        node[last] = _merge(node[last], v) if isinstance(v, dict) and isinstance(node.get(last), dict) else v
+        node[last] = merge_layers(node[last], v) if isinstance(v, dict) and isinstance(node.get(last), dict) else v
     return out
 
 def load_config(spec: str | Path | dict | RunConfig = "tiny", # preset chain, YAML path, mapping or RunConfig
@@ -240,7 +168,7 @@ def load_config(spec: str | Path | dict | RunConfig = "tiny", # preset chain, YA
         d = _check_layer(spec, "config")
         if "base" in d:
             base, name = _resolve(d.pop("base"), Path.cwd())
-            d = _merge({**base, "name": name}, d)
+            d = merge_layers({**base, "name": name}, d)
     elif isinstance(spec, (str, Path)) and str(spec).strip():
         d, name = _resolve(str(spec), Path.cwd())
         d["name"] = name
@@ -248,7 +176,7 @@ def load_config(spec: str | Path | dict | RunConfig = "tiny", # preset chain, YA
     if overrides:
         ov = _check_layer(_dotted(overrides), "overrides")
         if "base" in ov: raise ValueError("overrides: 'base' cannot be overridden; name the base in the config spec")
-        d = _merge(d, ov)
+        d = merge_layers(d, ov)
     return _from_dict(d)
 
 # %% ../nbs/13_runs.ipynb #5d1850ed
@@ -370,9 +298,8 @@ def build(cfg: RunConfig | str | dict, # a config, or anything `load_config` tak
     cfg = cfg if isinstance(cfg, RunConfig) else load_config(cfg)
     ds, val = _datasets(cfg.data, cfg.train.seed)
     m = cfg.model
-    net = HQGNet(cfg.data.channels, m.size, m.variant, with_seg=m.with_seg or cfg.bilevel.enabled,
-                 freeze_guidance=not cfg.train.finetune_guidance, fov=m.fov, guide_tile=cfg.data.size,
-                 train_side=train_side(ds, cfg.data), **m.overrides)
+    net = HQGNet.from_config(m, cfg.data.channels, with_seg=cfg.bilevel.enabled, freeze_guidance=not cfg.train.finetune_guidance,
+                             guide_tile=cfg.data.size, train_side=train_side(ds, cfg.data))
     loss = HQGLoss(cfg.loss)
     if cfg.loss.lambda_guide and cfg.loss.guide_scale is None: loss.guide_scale = hq_style_scale(ds)
     return net, loss, ds, val

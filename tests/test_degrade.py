@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hqg.degrade import (DEGRADATIONS, PRESETS, adjust_gamma, defocus_blur, degrade, disc_kernel, estimate_fov,
+from hqg.degrade import (DEGRADATIONS, RECIPES, adjust_gamma, defocus_blur, degrade, disc_kernel, estimate_fov,
                          fov_mask, gaussian_noise, haze, illumination_field, jpeg, murray_split, poisson_noise,
                          reduce_contrast, render_capsules, replay, synth_nerves, synth_vessels,
                          uneven_illumination)
@@ -86,7 +86,7 @@ def test_shape_dtype_range_preserved(name, shape, dtype):
     assert isinstance(p, dict)
 
 
-@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("preset", sorted(RECIPES))
 @pytest.mark.parametrize("shape", [(3, 32, 40), (2, 1, 32, 32)])
 def test_degrade_shape_dtype_range(preset, shape):
     x = torch.rand(shape, generator=torch.Generator().manual_seed(1))
@@ -94,7 +94,7 @@ def test_degrade_shape_dtype_range(preset, shape):
     assert y.shape == x.shape and y.dtype == torch.float32
     assert 0 <= y.min() and y.max() <= 1
     assert rec["preset"] == preset and rec["seed"] == 0
-    assert [o["op"] for o in rec["ops"]] == [name for name, _ in PRESETS[preset]]
+    assert [o["op"] for o in rec["ops"]] == [name for name, _ in RECIPES[preset]]
 
 
 # ---------------------------------------------------------------- known values
@@ -188,7 +188,7 @@ def test_outside_fov_unchanged_by_every_degradation(name, fundus):
     assert torch.equal(yb[:, :, out], torch.stack([x, x])[:, :, out])
 
 
-@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("preset", sorted(RECIPES))
 def test_outside_fov_unchanged_by_degrade(preset, fundus):
     x, _, fov = fundus
     for f in (fov, fov[0], fov[0].bool(), "auto"):
@@ -377,7 +377,7 @@ def test_fov_and_argument_errors(fundus):
 
 # ---------------------------------------------------------------- degrade / replay
 
-@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("preset", sorted(RECIPES))
 def test_degrade_replay_exact_and_seeded(preset, fundus):
     x, _, fov = fundus
     y, rec = degrade(x, preset, seed=7, fov=fov)

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from hqg.networks import HQGNet
 from hqg.runs import (DataConfig, LossConfig, ModelConfig, NotebookError, RunConfig, TrainConfig, build,
                       config_to_dict, load_config, new_run_dir, notebook_parameters, parse_overrides, read_metrics,
                       run_notebook, save_config, sweep, train)
@@ -368,3 +369,16 @@ def test_trainer_class_of_plain_hqg_is_the_gan_trainer():
     from hqg.runs import trainer_class
     from hqg.training import Trainer
     assert trainer_class(load_config("tiny")) == (Trainer, {})
+
+
+@pytest.mark.parametrize("spec,data", [("tiny", FUNDUS), ("tiny+no-vnm", FUNDUS), ("tiny+cyclegan", FUNDUS),
+                                       ("tiny-bilevel", FUNDUS.parent / "vessels")])
+def test_from_preset_is_the_network_a_preset_trains(spec, data):
+    "One config source: HQGNet.from_preset(spec) has the architecture hqg train --config spec builds (not HQGNet(3, 'tiny'))."
+    built = build(load_config(spec, {"data.root": str(data)}))[0]
+    net = HQGNet.from_preset(spec)
+    shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}
+    assert shapes(net) == shapes(built)
+    diff = {k for k in set(net.model_config) | set(built.model_config) if net.model_config.get(k) != built.model_config.get(k)}
+    assert diff <= {"train_side"}, diff                    # the training images' side is known only with the data
+    if spec == "tiny": assert shapes(HQGNet(3, "tiny")) != shapes(net)   # the bare architecture is wider (caps 128 vs 64)
