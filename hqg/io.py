@@ -4,13 +4,14 @@
 
 # %% ../nbs/01_io.ipynb #a6a44372
 from __future__ import annotations
-import os, secrets, struct, zlib
+import os, secrets, struct
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 from typing import Callable, Union
 import numpy as np
 import torch
+import imagecodecs
 import tifffile
 from PIL import Image
 from .core import check_image, convert_channels
@@ -64,77 +65,8 @@ def _sniff(path) -> str:
     if head[:4] in _TIFF_MAGIC: return "tiff"
     return "dicom" if kind == "dicom" else "pillow"
 
-# %% ../nbs/01_io.ipynb #aeea8d0a
-def _paeth(a, b, c):
-    "PNG's Paeth predictor, elementwise on int arrays."
-    p = a + b - c
-    pa, pb, pc = np.abs(p - a), np.abs(p - b), np.abs(p - c)
-    return np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
-
-def _png_filter(x: np.ndarray, # uint8 (H, W*bpp) raw rows
-                bpp: int, # bytes per pixel
-                filters, # filter type (0-4) of each row, length H
-               ) -> np.ndarray:
-    "Filter raw PNG rows; return uint8 (H, 1 + W*bpp) with each row's filter byte first."
-    f = np.asarray(filters, np.uint8)
-    a = np.zeros_like(x); a[:, bpp:] = x[:, :-bpp]  # left, above, above-left (0 outside the image)
-    b = np.zeros_like(x); b[1:] = x[:-1]
-    out = x.copy()
-    for k in np.unique(f):  # uint8 arithmetic wraps modulo 256, as PNG wants
-        r = f == k
-        if k == 1: out[r] = x[r] - a[r]
-        elif k == 2: out[r] = x[r] - b[r]
-        elif k == 3: out[r] = x[r] - ((a[r].astype(np.int32) + b[r]) >> 1).astype(np.uint8)
-        elif k == 4:
-            c = np.zeros_like(x); c[1:, bpp:] = x[:-1, :-bpp]
-            out[r] = x[r] - _paeth(*(t[r].astype(np.int32) for t in (a, b, c))).astype(np.uint8)
-    return np.concatenate([f[:, None], out], axis=1)
-
-# %% ../nbs/01_io.ipynb #efdcaa0e
-def _png_unfilter(rows: np.ndarray, # uint8 (H, 1 + W*bpp): filter byte + filtered bytes per row
-                  bpp: int) -> np.ndarray:
-    "Undo PNG row filters 0-4; return the raw bytes as uint8 (H, W, bpp)."
-    h, w = rows.shape[0], (rows.shape[1] - 1) // bpp
-    ft = rows[:, 0].astype(np.int64)
-    if ft.max(initial=0) > 4: raise ValueError(f"invalid PNG filter type {ft.max()}")
-    x = rows[:, 1:].reshape(h, w, bpp).astype(np.int32)
-    out = np.zeros((h + 1, w + 1, bpp), np.int32)  # a zero row above and a zero column on the left
-    if (ft <= 2).all():  # None/Sub/Up only: row by row (Sub is a running sum per byte lane)
-        for r in range(h):
-            row = np.cumsum(x[r], axis=0) if ft[r] == 1 else x[r] + out[r, 1:] if ft[r] == 2 else x[r]
-            out[r + 1, 1:] = row & 0xFF
-        return out[1:, 1:].astype(np.uint8)
-    rr = np.arange(h)
-    for d in range(h + w - 1):  # anti-diagonal wavefront: pixel (r, d - r) needs (r, c-1), (r-1, c), (r-1, c-1)
-        r = rr[max(0, d - w + 1):min(h, d + 1)]; c = d - r
-        a, b, cc = out[r + 1, c], out[r, c + 1], out[r, c]
-        f = ft[r][:, None]
-        pred = np.select([f == 1, f == 2, f == 3, f == 4], [a, b, (a + b) >> 1, _paeth(a, b, cc)], 0)
-        out[r + 1, c + 1] = (x[r, c] + pred) & 0xFF
-    return out[1:, 1:].astype(np.uint8)
-
 # %% ../nbs/01_io.ipynb #373a345a
-_PNG_SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # samples per pixel by colour type
-_PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
-_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
-
-def _png_chunk(typ: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + typ + data + struct.pack(">I", zlib.crc32(typ + data))
-
-def _png_chunks(data: bytes, path):
-    "Yield (type, payload) of each chunk of the PNG bytes `data`, checking lengths and CRCs; stop at IEND."
-    pos = len(_PNG_SIG)
-    while True:
-        if pos + 12 > len(data): raise ImageReadError(path, "truncated PNG file (it ends before the IEND chunk)")
-        n, typ = struct.unpack(">I4s", data[pos:pos + 8])
-        end = pos + 12 + n
-        if end > len(data): raise ImageReadError(path, f"truncated PNG file (it ends inside a {typ!r} chunk)")
-        body = data[pos + 8:end - 4]
-        if zlib.crc32(typ + body) != struct.unpack(">I", data[end - 4:end])[0]:
-            raise ImageReadError(path, f"corrupt PNG file (CRC mismatch in the {typ!r} chunk)")
-        yield typ, body
-        if typ == b"IEND": return
-        pos = end
+_PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}  # valid bit depths by colour type
 
 # %% ../nbs/01_io.ipynb #aad1217d
 def _png_header(path) -> dict:
@@ -165,40 +97,21 @@ def _png_header(path) -> dict:
 
 # %% ../nbs/01_io.ipynb #382b3d84
 def _png_read16(path) -> np.ndarray:
-    "Decode a 16-bit PNG to uint16 (H,W) or (H,W,3), alpha dropped."
+    "Decode a 16-bit PNG with imagecodecs to uint16 (H,W) or (H,W,3), alpha dropped."
     hdr = _png_header(path)
     if hdr["frames"] > 1: raise _volume_error(path, hdr["frames"])
-    idat = b"".join(body for typ, body in _png_chunks(Path(path).read_bytes(), path) if typ == b"IDAT")
-    try:
-        dec = zlib.decompressobj(); stream = dec.decompress(idat)
-    except zlib.error as e: raise ImageReadError(path, f"corrupt PNG image data (zlib: {e})") from e
-    if not dec.eof: raise ImageReadError(path, "truncated PNG image data (the zlib stream is incomplete)")
-    h, w, spp = hdr["height"], hdr["width"], _PNG_SAMPLES[hdr["ctype"]]
-    bpp, pos = 2 * spp, 0
-    img = np.empty((h, w, bpp), np.uint8)
-    for x0, y0, dx, dy in (_ADAM7 if hdr["interlace"] else ((0, 0, 1, 1),)):
-        pw, ph = -(-(w - x0) // dx), -(-(h - y0) // dy)  # pass size (ceil); empty passes have no bytes
-        if pw <= 0 or ph <= 0: continue
-        n = ph * (1 + pw * bpp)
-        if pos + n > len(stream): raise ImageReadError(path, "truncated PNG image data (too few rows)")
-        try: img[y0::dy, x0::dx] = _png_unfilter(np.frombuffer(stream, np.uint8, n, pos).reshape(ph, -1), bpp)
-        except ValueError as e: raise ImageReadError(path, f"corrupt PNG image data ({e})") from e
-        pos += n
-    v = img.view(">u2").astype(np.uint16)  # (H, W, spp)
-    return v[..., 0] if spp <= 2 else v[..., :3]
+    try: v = imagecodecs.png_decode(Path(path).read_bytes())
+    except Exception as e:  # libpng's messages: truncated stream, CRC error, bad zlib data, ...
+        why = str(e) if isinstance(e, imagecodecs.PngError) else "the decoder rejected the image data"
+        raise ImageReadError(path, f"corrupt or truncated PNG file ({why})") from e
+    if v.dtype != np.uint16 or v.shape[:2] != (hdr["height"], hdr["width"]):
+        raise ImageReadError(path, f"corrupt PNG file (decoded {v.dtype} {v.shape}, header says 16-bit {hdr['height']}x{hdr['width']})")
+    return v if v.ndim == 2 else v[..., 0] if v.shape[2] <= 2 else v[..., :3]
 
 def _png_encode16(v: np.ndarray, # uint16 (H,W) gray or (H,W,C): C = 2 gray+alpha, 3 RGB, 4 RGBA
-                  filters=(2,), # row filter types, cycled over the rows
                  ) -> bytes:
-    "Encode `v` as a non-interlaced 16-bit PNG."
-    h, w = v.shape[:2]
-    spp = 1 if v.ndim == 2 else v.shape[2]
-    raw = np.ascontiguousarray(v, dtype=">u2").view(np.uint8).reshape(h, w * 2 * spp)
-    rows = _png_filter(raw, 2 * spp, np.resize(np.asarray(filters), h))
-    data = zlib.compress(rows.tobytes(), 6)
-    ihdr = struct.pack(">IIBBBBB", w, h, 16, {1: 0, 2: 4, 3: 2, 4: 6}[spp], 0, 0, 0)
-    idat = b"".join(_png_chunk(b"IDAT", data[i:i + 2**20]) for i in range(0, len(data), 2**20))
-    return _PNG_SIG + _png_chunk(b"IHDR", ihdr) + idat + _png_chunk(b"IEND", b"")
+    "Encode `v` as a non-interlaced 16-bit PNG (imagecodecs, zlib level 6)."
+    return imagecodecs.png_encode(np.ascontiguousarray(v, dtype=np.uint16), level=6)
 
 # %% ../nbs/01_io.ipynb #2384f12f
 WindowSpec = Union[str, tuple]  # 'auto' | 'percentile' | 'minmax' | (center, width)
