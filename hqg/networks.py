@@ -7,7 +7,7 @@ from __future__ import annotations
 import math, os, re, statistics, time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple
+from typing import Any, Callable, Iterable, NamedTuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -18,9 +18,9 @@ from .vnm import VariationalNorm, VNMBlock, AdaLIN
 from .degrade import estimate_fov, fov_mask
 
 # %% auto #0
-__all__ = ['ARCHITECTURES', 'VARIANTS', 'RELEASED_PARAMS', 'FOV_MODES', 'FOV_COVER', 'AUTO_SCALE_ABOVE', 'CKPT_FORMATS',
-           'pad_input', 'GuidanceEncoder', 'GuidanceDecoder', 'GuidanceAutoencoder', 'freeze', 'unfreeze',
-           'pretrain_guidance_encoder', 'GenOutput', 'GenConfig', 'Generator', 'Discriminator', 'Segmenter',
+__all__ = ['CPU_CHUNK_PIXELS', 'ARCHITECTURES', 'VARIANTS', 'RELEASED_PARAMS', 'FOV_MODES', 'FOV_COVER', 'AUTO_SCALE_ABOVE',
+           'CKPT_FORMATS', 'pad_input', 'GuidanceEncoder', 'GuidanceDecoder', 'GuidanceAutoencoder', 'freeze',
+           'unfreeze', 'pretrain_guidance_encoder', 'GenOutput', 'GenConfig', 'Generator', 'Discriminator', 'Segmenter',
            'make_generator', 'resolve_config', 'ModelConfig', 'HQGNet', 'mean_guidance_code', 'encode_tiled',
            'newer_version_note', 'count_params', 'estimate_macs', 'model_summary', 'bench_generator']
 
@@ -351,6 +351,138 @@ def _forward(self: Generator, x_lq: torch.Tensor, # (B,C,H,W) in [0,1], any H, W
     feats, v_y = self.encode(xp)
     out = self.decode(feats, v_y, v_z, temperature, generator, xp)
     return GenOutput(crop_to(out.x_enh, size), out.kl)
+
+# %% ../nbs/06_networks.ipynb #57ba902a
+def _randn_like(mu: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    "N(0, I) noise shaped like `mu` from generator `g` (drawn as hqg.vnm draws it, so the streams agree)."
+    return torch.randn(mu.shape, generator=g, device=g.device, dtype=mu.dtype).to(mu.device)
+
+def _conv3(c) -> bool:
+    return (isinstance(c, nn.Conv2d) and c.kernel_size == (3, 3) and c.stride == (1, 1) and c.padding == (1, 1)
+            and c.dilation == (1, 1) and c.groups == 1 and c.padding_mode == "zeros")
+
+def _fast_ok(gen: Generator) -> bool:
+    "True if the generator is built from the blocks the shared decoder knows (else: per-sample decode)."
+    blocks_ok = all(type(b) is VNMBlock and type(b.norm) is AdaLIN and _conv3(b.conv) for s in gen.cond for b in s)
+    ups_ok = all(_conv3(getattr(u, "up", None)) and _conv3(getattr(u, "fuse", None)) for u in gen.up)
+    head_ok = isinstance(gen.head, nn.Conv2d) and gen.head.kernel_size == (1, 1)
+    return blocks_ok and ups_ok and head_ok and len(gen.up) == len(gen.cond) - 1
+
+def _phase_kernels(w: torch.Tensor) -> torch.Tensor:
+    "3x3 kernel (O,I,3,3) on a nearest-x2 image -> (4,O,I,2,2) kernels on the low-res image, phases (0,0)..(1,1)."
+    rows = [torch.stack([w[:, :, 0], w[:, :, 1] + w[:, :, 2]], 2), torch.stack([w[:, :, 0] + w[:, :, 1], w[:, :, 2]], 2)]
+    cols = lambda k, b: (torch.stack([k[..., 0], k[..., 1] + k[..., 2]], -1) if b == 0
+                         else torch.stack([k[..., 0] + k[..., 1], k[..., 2]], -1))
+    return torch.stack([cols(rows[a], b) for a in (0, 1) for b in (0, 1)])
+
+def _up_conv(h: torch.Tensor, kernels, bias: torch.Tensor | None) -> torch.Tensor:
+    "conv3x3(nearest_x2(h)) with zero padding, via four 2x2 phase convolutions written into the strided output."
+    n, _, hh, ww = h.shape
+    out = torch.empty(n, kernels[0].shape[0], 2 * hh, 2 * ww, dtype=h.dtype, device=h.device,
+                      memory_format=torch.channels_last)
+    pads = ((1, 0, 1, 0), (0, 1, 1, 0), (1, 0, 0, 1), (0, 1, 0, 1))   # (left, right, top, bottom) per phase
+    for (a, b), p, k in zip(((0, 0), (0, 1), (1, 0), (1, 1)), pads, kernels):
+        out[:, :, a::2, b::2] = F.conv2d(F.pad(h, p), k, bias)
+    return out
+
+# %% ../nbs/06_networks.ipynb #9316cdc7
+def _in_stats(h: torch.Tensor, eps: float):
+    "Instance- and layer-norm statistics of h (N,C,H,W): (mean_i, rstd_i, mean_l, rstd_l), LN from the IN ones."
+    n = h.shape[-1] * h.shape[-2]
+    mean_i = h.sum((2, 3), keepdim=True) / n       # plain sums: var_mean is ~40x slower on channels-last CPU tensors
+    msq_i = (h * h).sum((2, 3), keepdim=True) / n
+    var_i = (msq_i - mean_i * mean_i).clamp_min_(0)
+    mean_l = mean_i.mean(1, keepdim=True)
+    var_l = (msq_i.mean(1, keepdim=True) - mean_l * mean_l).clamp_min_(0)
+    return mean_i, torch.rsqrt(var_i + eps), mean_l, torch.rsqrt(var_l + eps)
+
+def _vnm_block(blk: VNMBlock, h: torch.Tensor, w: torch.Tensor, weight: torch.Tensor, stats=None) -> torch.Tensor:
+    "VNMBlock.forward with AdaLIN as one multiply-add and conv weight `weight`; h may be shared (B rows, w: k*B)."
+    mean_i, rs_i, mean_l, rs_l = stats if stats is not None else _in_stats(h, blk.norm.eps)
+    gamma, beta = blk.affine(w).chunk(2, dim=1)
+    gamma = (1 + gamma)[:, :, None, None]; beta = beta[:, :, None, None]
+    rho = blk.norm.rho.to(h.dtype)
+    a0 = rho * rs_i + (1 - rho) * rs_l                                  # (N,C,1,1): x -> a0 x - b0
+    b0 = rho * mean_i * rs_i + (1 - rho) * mean_l * rs_l
+    k = w.shape[0] // h.shape[0]
+    if k > 1:                                                           # shared h: broadcast over the k samples
+        a0, b0 = a0.repeat(k, 1, 1, 1), b0.repeat(k, 1, 1, 1)
+        a, b = gamma * a0, beta - gamma * b0
+        t = torch.empty((k * h.shape[0], *h.shape[1:]), dtype=h.dtype, device=h.device, memory_format=torch.channels_last)
+        torch.addcmul(b.view(k, *h.shape[:2], 1, 1), h, a.view(k, *h.shape[:2], 1, 1), out=t.view(k, *h.shape))
+    else: t = torch.addcmul(beta - gamma * b0, h, gamma * a0)
+    out = F.conv2d(F.leaky_relu_(t, 0.2), weight, blk.conv.bias, padding=1)
+    if k > 1: out.view(k, *h.shape).add_(h)
+    else: out.add_(h)
+    return out
+
+# %% ../nbs/06_networks.ipynb #f0f52477
+class _SharedDecoder:
+    "Generator.decode for many latents w over one encoding: the w-independent work is done once (see above)."
+    def __init__(self, gen: Generator, feats: list[torch.Tensor], x_pad: torch.Tensor):
+        cl = lambda t: t.contiguous(memory_format=torch.channels_last)
+        self.gen, self.feats, self.B = gen, [cl(f) for f in feats], feats[0].shape[0]
+        blk0 = gen.cond[0][0] if len(gen.cond[0]) else None
+        self.stats0 = _in_stats(feats[-1], blk0.norm.eps) if blk0 is not None else None
+        self.block_w = [[cl(b.conv.weight) for b in slot] for slot in gen.cond]
+        self.skip, self.kernels, self.fuse_w = [], [], []
+        for s, st in enumerate(gen.up, start=1):
+            c = st.up.out_channels
+            self.skip.append(F.conv2d(self.feats[gen.depth - s], cl(st.fuse.weight[:, c:]), st.fuse.bias, padding=1))
+            self.kernels.append([cl(k) for k in _phase_kernels(st.up.weight)])
+            self.fuse_w.append(cl(st.fuse.weight[:, :c]))
+        self.head_w = cl(gen.head.weight)
+        self.logit = cl(torch.logit(x_pad.clamp(1e-3, 1 - 1e-3))) if gen.residual else None
+
+    def _add_shared(self, t: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
+        "t (k*B rows) += shared (B rows), in place, broadcast over the k samples."
+        t.view(t.shape[0] // shared.shape[0], *shared.shape).add_(shared)
+        return t
+
+    def __call__(self, w: torch.Tensor) -> torch.Tensor: # w: (k*B, latent), sample-major -> (k*B, C, Hp, Wp)
+        g, h = self.gen, self.feats[-1]
+        for s, blocks in enumerate(g.cond):
+            if s > 0:
+                st = g.up[s - 1]
+                u = F.leaky_relu_(_up_conv(h, self.kernels[s - 1], st.up.bias), 0.2)
+                h = F.leaky_relu_(self._add_shared(F.conv2d(u, self.fuse_w[s - 1], None, padding=1),
+                                                   self.skip[s - 1]), 0.2)
+            for i, blk in enumerate(blocks):
+                h = _vnm_block(blk, h, w, self.block_w[s][i], self.stats0 if (s == 0 and i == 0) else None)
+        out = F.conv2d(h, self.head_w, g.head.bias)
+        if self.logit is not None: out = self._add_shared(out, self.logit)
+        if out.shape[0] != w.shape[0]: out = out.repeat(w.shape[0] // out.shape[0], 1, 1, 1)   # no block used w
+        return torch.sigmoid_(out).contiguous()
+
+# %% ../nbs/06_networks.ipynb #e88b1fbb
+CPU_CHUNK_PIXELS = 2 ** 17  # default chunk on CPU: chunk * B * H * W (padded) stays at or below this
+
+@method_of(Generator)
+def _decode_latents(self: Generator, feats: list[torch.Tensor], v_y: torch.Tensor, # from `encode` (once)
+                    v_z: torch.Tensor, # (B, code_hq) guidance codes
+                    x_pad: torch.Tensor, # (B,C,Hp,Wp) the padded input (the residual head's logit)
+                    n: int, # number of samples
+                    temperature: float, # VNM temperature (0: noise-free, one decode repeated)
+                    generator_of: Callable[[int], torch.Generator], # the noise generator of sample k
+                    *, size: tuple[int, int] | None = None, # crop the outputs to this (H, W)
+                    chunk: int | None = None, # samples per decoder pass (None: one pass on CUDA, cache-sized on CPU)
+                    fast: bool = True, # the shared decoder (False: `decode` once per sample, the reference)
+                   ) -> torch.Tensor: # (n,B,C,H,W)
+    "n decodes of one encoding, sample k with the VNM latent drawn by `generator_of(k)`."
+    crop = (lambda t: crop_to(t, size)) if size is not None else (lambda t: t)
+    if temperature == 0 or self.vnm is None or self.vnm.deterministic:
+        return crop(self.decode(feats, v_y, v_z, 0.0, None, x_pad).x_enh)[None].repeat(n, 1, 1, 1, 1)
+    if not (fast and _fast_ok(self)):
+        return torch.stack([crop(self.decode(feats, v_y, v_z, float(temperature), generator_of(k), x_pad).x_enh) for k in range(n)])
+    mu, logvar = self.vnm.distribution(v_y, v_z)
+    scale = temperature * torch.exp(0.5 * logvar)               # as VariationalNorm.forward computes w
+    dec, parts, B = _SharedDecoder(self, feats, x_pad), [], x_pad.shape[0]
+    if chunk is None: chunk = n if x_pad.is_cuda else max(1, CPU_CHUNK_PIXELS // (B * x_pad.shape[-2] * x_pad.shape[-1]))
+    for k0 in range(0, n, chunk):
+        ks = range(k0, min(n, k0 + chunk))
+        out = crop(dec(torch.cat([mu + scale * _randn_like(mu, generator_of(k)) for k in ks])))
+        parts.append(out.view(len(ks), B, *out.shape[1:]))
+    return torch.cat(parts)
 
 # %% ../nbs/06_networks.ipynb #23c1fac7
 class Discriminator(nn.Module):
