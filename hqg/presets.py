@@ -9,7 +9,7 @@ from __future__ import annotations
 __all__ = ['GUIDED_LOSS', 'PRESETS', 'OVERLAYS', 'merge_layers', 'resolve_preset']
 
 # %% ../nbs/05a_presets.ipynb #6bf18a90
-GUIDED_LOSS = {  # the guidance recipe (chosen on data_samples/fundus/val: the ablation tables in nbs/13_runs.ipynb); every hqg preset uses it
+GUIDED_LOSS = {  # the guidance recipe (chosen on data_samples/fundus/val: the ablation tables in nbs/13_config.ipynb); every hqg preset uses it
     "lambda_kl": 0.0, "lambda_style": 20.0, "style_contrast_weight": 0.25,
     "wavelet_per_level": True, "level_weights": [0.0, 0.5, 0.5], "wavelet_beta": 0.5, "lambda_guide": 4.0}
 
