@@ -7,12 +7,12 @@ import sys
 from pathlib import Path
 import torch
 import torch.distributed as dist
-from hqg.networks import HQGNet
-from hqg.losses import HQGLoss
+from hqg.model.networks import HQGNet
+from hqg.model.losses import HQGLoss
 from hqg.data import UnpairedDataset
-from hqg.training import Trainer
-from hqg.bilevel import BilevelTrainer
-from hqg.baselines import CycleGANTrainer, baseline_loss
+from hqg.train.loop import Trainer
+from hqg.train.bilevel import BilevelTrainer
+from hqg.train.cyclegan import CycleGANTrainer, baseline_loss
 
 ROOT = Path(__file__).resolve().parents[1] / "data_samples"
 TINY = dict(gen_base=8, gen_max_width=32, disc_base=8, disc_max_width=32, enc_base=8, enc_depth=3, enc_max_width=32,

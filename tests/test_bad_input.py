@@ -15,16 +15,16 @@ import tifffile
 import torch
 
 import hqg
-from hqg.baselines import CycleGANTrainer, baseline_loss
-from hqg.cli import build_parser, enhance_files, main
+from hqg.train.cyclegan import CycleGANTrainer, baseline_loss
+from hqg.app.cli import build_parser, enhance_files, main
 from hqg.core import check_image
 from hqg.data import UnpairedDataset
-from hqg.io import ImageReadError, read_image, write_image
-from hqg.losses import HQGLoss
-from hqg.networks import CKPT_FORMATS, HQGNet
-from hqg.runs import load_config, train
-from hqg.training import CKPT_FORMAT, Trainer, load_checkpoint
-from hqg.uncertainty import enhance_samples
+from hqg.data.io import ImageReadError, read_image, write_image
+from hqg.model.losses import HQGLoss
+from hqg.model.networks import CKPT_FORMATS, HQGNet
+from hqg.app.runs import load_config, train
+from hqg.train.loop import CKPT_FORMAT, Trainer, load_checkpoint
+from hqg.eval.uncertainty import enhance_samples
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "data_samples" / "models" / "fundus_tiny.pt"  # tiny preset: min_size 8, min_guide_size 16
@@ -104,7 +104,7 @@ class Ctx:
             return open(p, mode, *a, **k)
         self.mp.setattr(os, "open", os_open)
         self.mp.setattr(Path, "mkdir", mkdir)
-        self.mp.setattr(hqg.networks, "open", builtin_open, raising=False)  # HQGNet.save_checkpoint's open()
+        self.mp.setattr(hqg.model.networks, "open", builtin_open, raising=False)  # HQGNet.save_checkpoint's open()
         return folder
 
     def disk_full_in_torch_save(self):
@@ -274,7 +274,7 @@ CASES = [
                                                                c.tmp / "out", guidance=c.tmp / "nope.png", device="cpu"),
          FileNotFoundError, r"^guidance: {tmp}/nope\.png does not exist \(expected an HQ image file or a folder of them\)$", no_output),
     Case("guide-path/enhance", lambda c: c.net.enhance(torch.rand(1, 3, 32, 32), str(c.tmp / "nope.png")), TypeError,
-         r"^guidance: expected HQ image tensor\(s\), got the path '{tmp}/nope\.png'; read it with hqg\.io\.read_image"),
+         r"^guidance: expected HQ image tensor\(s\), got the path '{tmp}/nope\.png'; read it with hqg\.data\.io\.read_image"),
     Case("missing-image/read_image", lambda c: read_image(c.tmp / "nope.png"), ImageReadError,
          r"^cannot read image '{tmp}/nope\.png': file not found$"),
     # 6. unknown config keys and wrong-typed values: overrides, YAML files, the command line
@@ -399,7 +399,7 @@ def test_bad_input_is_one_named_line(case, tmp_path, monkeypatch, request, capsy
 # ---------------------------------------------------------------------------------------------------- beside the table
 
 def test_gray_guide_file_is_converted_like_the_inputs(tmp_path, capsys):
-    "Documented (14_cli; `hqg enhance --help`): a gray guide for the RGB model acts as itself repeated to RGB."
+    "Documented (26_app_cli; `hqg enhance --help`): a gray guide for the RGB model acts as itself repeated to RGB."
     write_image(tmp_path / "in" / "a.png", torch.rand(3, 32, 32))
     write_image(tmp_path / "gray.png", torch.rand(1, 32, 32))
     write_image(tmp_path / "rgb.png", read_image(tmp_path / "gray.png").expand(3, -1, -1))

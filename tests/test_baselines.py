@@ -1,4 +1,4 @@
-"""hqg.baselines: classical enhancers (values, colour, FOV, errors) and CycleGANTrainer (step isolation, loss terms
+"""hqg.eval.classical: classical enhancers (values, colour, FOV, errors) and CycleGANTrainer (step isolation, loss terms
 by hand, logs/samples/validation, checkpoints + bit-exact resume, inference without guidance, clear errors)."""
 import csv, json, math
 from pathlib import Path
@@ -8,14 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hqg.baselines import (CLASSICAL, BASELINE_LOSSES, CycleGANTrainer, CycleOutputs, auto_gamma, baseline_loss, clahe,
-                           enhance_classical, gamma_correction, identity)
+from hqg.eval.classical import CLASSICAL, auto_gamma, clahe, enhance_classical, gamma_correction, identity
+from hqg.train.cyclegan import BASELINE_LOSSES, CycleGANTrainer, CycleOutputs, baseline_loss
 from hqg.core import convert_channels
 from hqg.data import PairedTestSet, UnpairedDataset
-from hqg.io import read_image
-from hqg.losses import HQGLoss, illumination_loss, structure_loss
-from hqg.networks import HQGNet
-from hqg.training import NonFiniteLossError, Trainer, load_checkpoint
+from hqg.data.io import read_image
+from hqg.model.losses import HQGLoss, illumination_loss, structure_loss
+from hqg.model.networks import HQGNet
+from hqg.train.loop import NonFiniteLossError, Trainer, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data_samples" / "fundus"

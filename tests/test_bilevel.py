@@ -1,4 +1,4 @@
-"""hqg.bilevel: step isolation, the unrolled hypergradient vs finite differences, aligned masks, mixed batches,
+"""hqg.train.bilevel: step isolation, the unrolled hypergradient vs finite differences, aligned masks, mixed batches,
 the task-weight schedule, exact resume, fixed segmenter, pre-training, clear errors."""
 import copy, csv
 from pathlib import Path
@@ -10,12 +10,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-import hqg.bilevel as bl
-from hqg.bilevel import BilevelTrainer, SegmentationSet, pretrain_segmenter, task_weight, unrolled_seg_logits
+import hqg.train.bilevel as bl
+from hqg.train.bilevel import BilevelTrainer, SegmentationSet, pretrain_segmenter, task_weight, unrolled_seg_logits
 from hqg.data import UnpairedDataset
-from hqg.losses import HQGLoss, seg_loss
-from hqg.networks import HQGNet, Segmenter
-from hqg.training import Trainer, load_checkpoint
+from hqg.model.losses import HQGLoss, seg_loss
+from hqg.model.networks import HQGNet, Segmenter
+from hqg.train.loop import Trainer, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 VESSELS = ROOT / "data_samples" / "vessels"

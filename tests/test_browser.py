@@ -50,9 +50,9 @@ NOTEBOOK_CELLS = [
     # a trained model whose output follows its guide, so moving the slider must visibly change the image.
     """import hashlib, json, torch
 from pathlib import Path
-from hqg.networks import HQGNet
-from hqg.explorer import GuidanceExplorer
-from hqg.io import list_images
+from hqg.model.networks import HQGNet
+from hqg.app.explorer import GuidanceExplorer
+from hqg.data.io import list_images
 DATA = Path({data!r})
 net = HQGNet.from_checkpoint(Path({model!r}))
 guides = list_images(DATA / "guides")""",

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hqg.cli import main, build_parser
+from hqg.app.cli import main, build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 HQG = Path(sys.executable).with_name("hqg")
@@ -19,7 +19,7 @@ def test_console_script_help_lists_commands():
 
 
 def test_demo_smoke_trains_through_papermill_enhances_and_scores(tmp_path):
-    from hqg.cli import demo
+    from hqg.app.cli import demo
     run = demo(ROOT / "data_samples", tmp_path, max_steps=2, device="cpu",
                overrides={"train.pretrain_guidance_steps": 1, "data.size": 32, "data.batch_size": 2})
     assert (run / "20_train_hqg.ipynb").is_file() and (run / "checkpoints" / "last.pt").is_file()
@@ -67,7 +67,7 @@ def test_bench_generator_prints_params_and_times(capsys):
 @pytest.fixture
 def tiny_ckpt(tmp_path):
     import torch
-    from hqg.networks import HQGNet
+    from hqg.model.networks import HQGNet
     torch.manual_seed(0)
     net = HQGNet(3, "tiny")
     net.set_default_guidance(torch.rand(2, 3, 32, 32))
@@ -76,7 +76,7 @@ def tiny_ckpt(tmp_path):
 
 def _mixed_folder(d):
     import torch
-    from hqg.io import write_image
+    from hqg.data.io import write_image
     write_image(d / "rgb8.png", torch.rand(3, 24, 30))
     write_image(d / "rgb16.tif", torch.rand(3, 21, 19), bits=16)
     write_image(d / "gray8.png", torch.rand(1, 16, 16))
@@ -86,7 +86,7 @@ def _mixed_folder(d):
 
 
 def test_enhance_keeps_names_formats_bits_and_reports_corrupt(tmp_path, tiny_ckpt, capsys):
-    from hqg.io import image_info
+    from hqg.data.io import image_info
     src = tmp_path / "in"; _mixed_folder(src)
     rc = main(["enhance", "--checkpoint", str(tiny_ckpt), "--input", str(src), "--output", str(tmp_path / "out"),
                "--device", "cpu"])
@@ -100,8 +100,8 @@ def test_enhance_keeps_names_formats_bits_and_reports_corrupt(tmp_path, tiny_ckp
 
 def test_enhance_guidance_changes_output_and_fov_border_stays_dark(tmp_path, tiny_ckpt):
     import torch
-    from hqg.io import write_image, read_image
-    from hqg.degrade import synth_vessels
+    from hqg.data.io import write_image, read_image
+    from hqg.data.degrade import synth_vessels
     img, _ = synth_vessels(64, seed=3)              # whole field of view with a black border
     write_image(tmp_path / "in" / "eye.png", img)
     write_image(tmp_path / "g1.png", torch.rand(3, 32, 32))
@@ -120,15 +120,15 @@ def test_enhance_guidance_changes_output_and_fov_border_stays_dark(tmp_path, tin
 
 def _hazy_eye(d, seed=3):
     "A whole field-of-view image with haze over the border too (grey), and its exact FOV."
-    from hqg.io import write_image
-    from hqg.degrade import synth_vessels, degrade
+    from hqg.data.io import write_image
+    from hqg.data.degrade import synth_vessels, degrade
     img, _, fov = synth_vessels(64, seed=seed, return_fov=True)
     write_image(d / "eye.png", degrade(img, "fundus", seed=seed)[0])
     return fov[0].bool()
 
 
 def test_enhance_fov_auto_and_the_model_default_make_a_hazy_border_black(tmp_path, tiny_ckpt):
-    from hqg.io import read_image
+    from hqg.data.io import read_image
     fov = _hazy_eye(tmp_path / "in")
     far = ~torch.nn.functional.max_pool2d(fov.float()[None, None], 5, 1, 2)[0, 0].bool()  # 2+ px outside
     run = lambda out, *extra, ck=tiny_ckpt: main(["enhance", "--checkpoint", str(ck), "--input", str(tmp_path / "in"),
@@ -148,7 +148,7 @@ def test_enhance_fov_auto_and_the_model_default_make_a_hazy_border_black(tmp_pat
 
 
 def test_enhance_fov_mask_file_folder_and_size_mismatch(tmp_path, tiny_ckpt, capsys):
-    from hqg.io import read_image, write_image
+    from hqg.data.io import read_image, write_image
     fov = _hazy_eye(tmp_path / "in")
     write_image(tmp_path / "in" / "other.png", torch.rand(3, 40, 48))
     m = torch.zeros(1, 64, 64); m[:, 8:56, 4:60] = 1
@@ -177,7 +177,7 @@ def test_enhance_fov_mask_file_folder_and_size_mismatch(tmp_path, tiny_ckpt, cap
 @pytest.mark.parametrize("what", ["missing", "foreign", "same-folder", "no-input"])
 def test_enhance_bad_input_is_one_line(tmp_path, tiny_ckpt, capsys, what):
     import torch
-    from hqg.io import write_image
+    from hqg.data.io import write_image
     write_image(tmp_path / "in" / "a.png", torch.rand(3, 16, 16))
     ckpt, inp, out, needle = str(tiny_ckpt), str(tmp_path / "in"), str(tmp_path / "out"), None
     if what == "missing": ckpt = needle = str(tmp_path / "nope.pt")
@@ -250,7 +250,7 @@ def test_train_resume_via_cli_is_bitwise_equal_to_a_straight_run(tmp_path):
 
 def test_shipped_default_model_enhances_the_fundus_test_set(tmp_path, capsys):
     """The model in data_samples/models improves PSNR on the (held-out views of the) fundus test set, SSIM kept."""
-    from hqg.cli import score_pairs
+    from hqg.app.cli import score_pairs
     t = ROOT / "data_samples/fundus/test"
     assert main(["enhance", "--input", str(t / "lq"), "--output", str(tmp_path), "--device", "cpu"]) == 0
     rows = score_pairs(t / "lq", tmp_path, t / "gt")
@@ -264,7 +264,7 @@ def test_shipped_default_model_enhances_the_fundus_test_set(tmp_path, capsys):
 
 
 def test_enhance_uncertainty_writes_a_map_beside_each_output(tmp_path, capsys):
-    from hqg.io import read_image
+    from hqg.data.io import read_image
     src = ROOT / "data_samples" / "fundus" / "test" / "lq"
     assert main(["enhance", "--input", str(src / "test_01_crop.png"), "--output", str(tmp_path), "--uncertainty", "4",
                  "--device", "cpu"]) == 0
@@ -276,7 +276,7 @@ def test_enhance_uncertainty_writes_a_map_beside_each_output(tmp_path, capsys):
 
 
 def test_evaluate_and_benchmark_take_guides():
-    from hqg.cli import build_parser
+    from hqg.app.cli import build_parser
     a = build_parser().parse_args(["evaluate", "--method", "clahe", "--data", "x", "--out", "y", "--guides", "g"])
     b = build_parser().parse_args(["benchmark", "--methods", "identity", "--guides", "data_samples/fundus/guides"])
     assert (a.guides, b.guides) == ("g", "data_samples/fundus/guides")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from hqg.runs import run_notebook
+from hqg.app.runs import run_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = ROOT / "nbs" / "tutorials"

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 
 from hqg.data import (UnpairedDataset, PairedTestSet, EpochSampler, find_layout, load_mask,
                       random_view, seeded_generator, make_loader, set_loader_epoch, collate_same_size)
-from hqg.io import ImageReadError
+from hqg.data.io import ImageReadError
 
 
 # ---------------------------------------------------------------- helpers: tiny folders written with PIL

@@ -50,11 +50,11 @@ def test_hqg_train_nproc_launches_torchrun(tmp_path, config):
             "train.sample_every=100", "train.log_every=1", "model.overrides.gen_max_width=32"]
     if "bilevel" in config: sets += ["bilevel.pretrain_seg_steps=0", "bilevel.warmup_steps=0"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    p = subprocess.run([sys.executable, "-m", "hqg.cli", "train", "--nproc", "2", "--config", config, "--data", str(data),
+    p = subprocess.run([sys.executable, "-m", "hqg.app.cli", "train", "--nproc", "2", "--config", config, "--data", str(data),
                         "--out", str(out), "--max-steps", "2", "--device", "cpu", "--set", *sets],
                        env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    assert "torch.distributed.run --standalone --nproc_per_node 2 -m hqg.cli train" in p.stdout
+    assert "torch.distributed.run --standalone --nproc_per_node 2 -m hqg.app.cli train" in p.stdout
     runs = [d for d in out.iterdir() if d.is_dir()]
     assert len(runs) == 1                                                   # both ranks wrote into one run folder
     ck = torch.load(runs[0] / "checkpoints" / "last.pt", weights_only=True)

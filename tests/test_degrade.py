@@ -1,4 +1,4 @@
-"""Tests for hqg.degrade: seeded, recorded degradations, field of view, synthetic vessel/nerve images."""
+"""Tests for hqg.data.degrade: seeded, recorded degradations, field of view, synthetic vessel/nerve images."""
 import json
 import math
 import time
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hqg.degrade import (DEGRADATIONS, RECIPES, adjust_gamma, defocus_blur, degrade, disc_kernel, estimate_fov,
+from hqg.data.degrade import (DEGRADATIONS, RECIPES, adjust_gamma, defocus_blur, degrade, disc_kernel, estimate_fov,
                          fov_mask, gaussian_noise, haze, illumination_field, jpeg, murray_split, poisson_noise,
                          reduce_contrast, render_capsules, replay, synth_nerves, synth_vessels,
                          uneven_illumination)
@@ -263,7 +263,7 @@ def _hard_cases(view, ref, seeds=range(8)):
     (192, [((0.5, 0.5), 1.0, 120)]),
     (96, [((0.5, 0.5), 1.0, 290)])])
 def test_estimate_fov_whole_views_under_haze_and_low_light(retina_photo, size, views):
-    from hqg.samples import make_view
+    from hqg.data.samples import make_view
     for c, scale, angle in views:
         view = make_view(retina_photo, size, c, scale, angle)
         ref = estimate_fov(view)                               # the clean view's FOV: a disc, black corners
@@ -277,7 +277,7 @@ def test_estimate_fov_whole_views_under_haze_and_low_light(retina_photo, size, v
            ((0.45, 0.22), 0.25, 30)]),                          # the last: the bright optic disc in the middle
     (192, [((0.38, 0.6), 0.35, 10)])])
 def test_estimate_fov_crops_have_no_border_under_haze_and_low_light(retina_photo, size, views):
-    from hqg.samples import make_view
+    from hqg.data.samples import make_view
     for c, scale, angle in views:
         view = make_view(retina_photo, size, c, scale, angle)
         ref = estimate_fov(view)
@@ -304,7 +304,7 @@ def _first_version_fov(x, threshold=0.1):
 def test_estimate_fov_black_borders_give_the_first_versions_mask(retina_photo):
     "Images with a black border (the shipped samples, metric masks) keep exactly the mask they had."
     # Exact on purpose: bool masks from the same float operations on the same machine (the contract is "unchanged").
-    from hqg.samples import make_view
+    from hqg.data.samples import make_view
     for c, scale, angle in [((0.5, 0.5), 1.0, 0), ((0.5, 0.5), 1.0, 290), ((0.3, 0.35), 0.45, 0),
                             ((0.5, 0.22), 0.4, 0), ((0.45, 0.45), 0.75, 30)]:   # whole views and partial borders
         view = make_view(retina_photo, 160, c, scale, angle)
@@ -318,7 +318,7 @@ def test_estimate_fov_black_borders_give_the_first_versions_mask(retina_photo):
             assert torch.equal(estimate_fov(y), _first_version_fov(y))
 
 def test_estimate_fov_batch_is_per_image_and_matches_single_calls(retina_photo):
-    from hqg.samples import make_view
+    from hqg.data.samples import make_view
     whole = degrade(make_view(retina_photo, 96, (0.5, 0.5), 1.0, 0), "fundus", seed=3)[0]
     crop = degrade(make_view(retina_photo, 96, (0.5, 0.5), 0.5, 0), "fundus", seed=3)[0]
     both = estimate_fov(torch.stack([whole, crop]))

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from hqg.cli import build_parser, _notebook_params
-from hqg.runs import (config_to_dict, load_config, notebook_config, notebook_parameters, notebook_settings,
+from hqg.app.cli import build_parser, _notebook_params
+from hqg.app.runs import (config_to_dict, load_config, notebook_config, notebook_parameters, notebook_settings,
                       read_metrics)
 
 ROOT = Path(__file__).resolve().parents[1]

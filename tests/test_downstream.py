@@ -1,4 +1,4 @@
-"""hqg.downstream: segmenter scores against hand-computed values, the table writer, acceptance, scoring real checkpoints."""
+"""hqg.app.downstream: segmenter scores against hand-computed values, the table writer, acceptance, scoring real checkpoints."""
 import csv, json, math
 from pathlib import Path
 
@@ -7,11 +7,11 @@ import torch
 import torch.nn as nn
 
 from hqg.data import UnpairedDataset
-from hqg.downstream import (SETTINGS, acceptance, downstream_table, run_downstream_experiment, score_runs,
+from hqg.app.downstream import (SETTINGS, acceptance, downstream_table, run_downstream_experiment, score_runs,
                             segment_probs, segment_scores)
-from hqg.losses import HQGLoss
-from hqg.networks import HQGNet, Segmenter
-from hqg.training import Trainer
+from hqg.model.losses import HQGLoss
+from hqg.model.networks import HQGNet, Segmenter
+from hqg.train.loop import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 VESSELS = ROOT / "data_samples" / "vessels"

@@ -1,14 +1,14 @@
-"""Tests for hqg.drift: the ridge detector against exact masks, created/lost structure, planted hallucinations."""
+"""Tests for hqg.eval.drift: the ridge detector against exact masks, created/lost structure, planted hallucinations."""
 import kornia
 import pytest
 import torch
 
 from hqg.core import repo_file
-from hqg.degrade import estimate_fov, synth_nerves, synth_vessels
-from hqg.drift import (DriftResult, erase_structure, fov_interior, hessian_eigenvalues, paste_vessel,
+from hqg.data.degrade import estimate_fov, synth_nerves, synth_vessels
+from hqg.eval.drift import (DriftResult, erase_structure, fov_interior, hessian_eigenvalues, paste_vessel,
                        structure_drift, structure_vs_mask, vesselness)
-from hqg.io import list_images, read_image
-from hqg.metrics import auc
+from hqg.data.io import list_images, read_image
+from hqg.eval.metrics import auc
 
 
 def load(*parts):

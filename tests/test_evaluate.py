@@ -1,14 +1,14 @@
-"""hqg.evaluate / hqg.benchmark and their commands: the harness's files, reference-free mode, bad inputs, resume."""
+"""hqg.eval.evaluate / hqg.app.benchmark and their commands: the harness's files, reference-free mode, bad inputs, resume."""
 import csv, json, math, shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from hqg.benchmark import benchmark, claim_check, results_table, summarize_runs
-from hqg.cli import main
-from hqg.evaluate import evaluate, find_eval_set, score_image
-from hqg.io import read_image, write_image
+from hqg.app.benchmark import benchmark, claim_check, results_table, summarize_runs
+from hqg.app.cli import main
+from hqg.eval.evaluate import evaluate, find_eval_set, score_image
+from hqg.data.io import read_image, write_image
 
 ROOT = Path(__file__).resolve().parents[1]
 FUNDUS, CCM, MODEL = ROOT / "data_samples" / "fundus", ROOT / "data_samples" / "ccm", ROOT / "data_samples" / "models" / "fundus_tiny.pt"
@@ -136,7 +136,7 @@ def test_claim_check_does_not_judge_single_seeds():
     assert claim_check(s, others=("cyclegan",)) == ["hqg vs cyclegan, PSNR (dB): 25 vs 22 (+3): not judged (one seed: no spread to compare with)"]
 
 
-# --- "enhance, don't recolour" columns and guidance (hqg.evaluate.score_image, evaluate(guides=...)) ---
+# --- "enhance, don't recolour" columns and guidance (hqg.eval.evaluate.score_image, evaluate(guides=...)) ---
 
 def _eye(size=64, seed=0):
     "A synthetic whole-eye RGB view: a bright textured disk on a black surround, (1,3,H,W)."
@@ -166,7 +166,7 @@ def test_score_image_adds_vessel_contrast_noise_and_border_columns():
 
 
 def test_evaluate_with_guides_writes_guidance_into_metrics_json(tmp_path):
-    from hqg.networks import HQGNet
+    from hqg.model.networks import HQGNet
     torch.manual_seed(0)
     net = HQGNet(3, "tiny", gen_base=8, enc_base=8, disc_base=8)
     net.set_default_guidance(torch.rand(1, 3, 32, 32))

@@ -1,16 +1,16 @@
-"""Headless tests of hqg.explorer: widget values -> state() and render() (no display, no kernel)."""
+"""Headless tests of hqg.app.explorer: widget values -> state() and render() (no display, no kernel)."""
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from hqg.explorer import (GuidanceExplorer, DegradationExplorer, WaveletExplorer, load_images, detail_energy,
+from hqg.app.explorer import (GuidanceExplorer, DegradationExplorer, WaveletExplorer, load_images, detail_energy,
                           bench_explorer, OVERLAYS)
-from hqg.drift import structure_drift
-from hqg.uncertainty import enhance_samples, uncertainty_map
-from hqg.networks import HQGNet
-from hqg.wavelets import wavedec2
+from hqg.eval.drift import structure_drift
+from hqg.eval.uncertainty import enhance_samples, uncertainty_map
+from hqg.model.networks import HQGNet
+from hqg.model.wavelets import wavedec2
 
 ROOT = Path(__file__).resolve().parents[1]
 FUNDUS = ROOT / "data_samples" / "fundus"

@@ -1,17 +1,17 @@
 """The shipped model follows its HQ guide: the behaviour that makes HQG-Net HQG-Net, tested on the trained model.
 
 Inputs are the fundus test views (`data_samples/fundus/test/lq`), guides the seven styled views in
-`data_samples/fundus/guides/` (one whole-FOV view in each acquisition style of `hqg.samples.STYLES`).
+`data_samples/fundus/guides/` (one whole-FOV view in each acquisition style of `hqg.data.samples.STYLES`).
 """
 from pathlib import Path
 
 import pytest
 import torch
 
-from hqg.degrade import estimate_fov
-from hqg.evaluate import guidance_report, guide_styles
-from hqg.io import read_image, list_images
-from hqg.networks import HQGNet
+from hqg.data.degrade import estimate_fov
+from hqg.eval.evaluate import guidance_report, guide_styles
+from hqg.data.io import read_image, list_images
+from hqg.model.networks import HQGNet
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "data_samples" / "models" / "fundus_tiny.pt"
@@ -70,7 +70,7 @@ def test_brighter_guide_gives_a_brighter_output(net, inputs, i):
 
 def test_default_guide_is_the_reference_tone(net, inputs):
     "Without a guide the model uses its stored default: the mean code of the reference-style HQ training images."
-    from hqg.runs import reference_guides, DataConfig
+    from hqg.app.runs import reference_guides, DataConfig
     refs = reference_guides(DataConfig(root=str(FUNDUS)))
     assert [p.name for p in refs] == ["hq_00_fov.png", "hq_07_crop.png"]
     code = torch.cat([net.encode_guidance(read_image(p)[None]) for p in refs]).mean(0, keepdim=True)
@@ -95,7 +95,7 @@ def test_black_border_outside_the_field_of_view(net, inputs):
 
 def test_every_guide_choice_in_the_explorer_visibly_changes_the_image(net):
     "GuidanceExplorer on the shipped model: for each guide, moving to some other guide changes the image by >= 0.01."
-    from hqg.explorer import GuidanceExplorer
+    from hqg.app.explorer import GuidanceExplorer
     ex = GuidanceExplorer(net, [FUNDUS / "test" / "lq" / "test_00_fov.png"], FUNDUS / "guides")
     outs = []
     for k in range(len(ex.hq_images)):

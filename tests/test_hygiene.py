@@ -28,7 +28,7 @@ def test_settings_pin_nbdev2_and_flags():
     assert d["lib_name"] == "hqg"
     assert d["tst_flags"].split() == ["notest", "slow", "gpu"]
     assert d["allowed_cell_metadata_keys"].strip() == "tags"
-    assert d["console_scripts"].strip() == "hqg=hqg.cli:main"
+    assert d["console_scripts"].strip() == "hqg=hqg.app.cli:main"
     dev = d["dev_requirements"].split()
     for pin in ("nbdev==2.4.14", "execnb==0.1.18", "fastcore==1.14.5"):
         assert pin in dev
@@ -61,14 +61,47 @@ def test_numbered_notebook_exports_a_module_with_title_and_tests(nb):
     assert any("test_" in s or "assert" in s for s in srcs), f"{nb.name}: no checks in the notebook"
 
 
+def _modules() -> dict:
+    "Dotted name (below hqg) -> path of every module of the package, package __init__s included."
+    out = {}
+    for p in sorted((ROOT / "hqg").rglob("*.py")):
+        rel = p.relative_to(ROOT / "hqg").with_suffix("")
+        out[".".join(rel.parts)] = p
+    return out
+
+
 def test_every_module_comes_from_a_notebook():
-    mods = {p.stem for p in (ROOT / "hqg").glob("*.py")} - {"__init__", "_modidx"}
+    mods = {m for m, p in _modules().items() if m != "_modidx" and p.read_text(encoding="utf-8").strip()}  # nbdev's empty __init__s pass
     exported = set()
     for nb in NBS:
         for s in map(_src, _cells(nb)):
             m = re.search(r"#\|\s*default_exp\s+(\S+)", s)
-            if m: exported.add(m.group(1).split(".")[0])
+            if m: exported.add(m.group(1))
     assert mods <= exported, f"modules without a notebook (hand-written?): {sorted(mods - exported)}"
+
+
+LAYERS = {"core": -1, "bench": 0, "__init__": 0, "data": 1, "model": 2, "train": 3, "eval": 3, "app": 4}
+
+
+def test_packages_import_only_below_and_train_eval_are_siblings():
+    "data -> model -> (train | eval) -> app, over core: a module imports only its own package or lower ones."
+    import ast
+    bad = []
+    for name, p in _modules().items():
+        if name == "_modidx": continue
+        pkg = name.split(".")[0]
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ImportFrom): continue
+            if node.level:  # relative: resolve against this module's package
+                base = name.split(".")[:-1] if not name.endswith("__init__") else name.split(".")[:-1]
+                parts = base[:len(base) - (node.level - 1)] + (node.module.split(".") if node.module else [])
+            elif (node.module or "").startswith("hqg."): parts = node.module.split(".")[1:]
+            else: continue
+            if not parts: continue
+            other = parts[0]
+            if other in LAYERS and other != pkg and LAYERS[other] >= LAYERS.get(pkg, 0):
+                bad.append(f"hqg.{name}:{node.lineno} imports hqg.{'.'.join(parts)}")
+    assert not bad, bad
 
 
 def test_data_samples_small_and_licensed():
@@ -89,7 +122,7 @@ def test_no_module_imports_another_modules_private_names():
     "Modules meet at public seams: `from .x import _y` (or `from hqg.x import _y`) across modules is not allowed."
     import ast
     bad = []
-    for p in sorted((ROOT / "hqg").glob("*.py")):
+    for p in _modules().values():
         for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("hqg")):
                 bad += [f"{p.name}:{node.lineno} {a.name}" for a in node.names
@@ -108,10 +141,10 @@ def test_exported_cells_teach_in_short_pieces(nb):
 def test_small_constructors_and_cli_handlers():
     "No constructor with more than 10 parameters (settings are dataclasses); every CLI sub-command piece <= 30 lines."
     import dataclasses, inspect, importlib, pkgutil
-    import hqg, hqg.cli
+    import hqg, hqg.app.cli
     big = []
-    for m in pkgutil.iter_modules(hqg.__path__):
-        mod = importlib.import_module(f"hqg.{m.name}")
+    for m in pkgutil.walk_packages(hqg.__path__, "hqg."):
+        mod = importlib.import_module(m.name)
         for name, obj in vars(mod).items():
             if (inspect.isclass(obj) and obj.__module__ == mod.__name__ and "__init__" in vars(obj)
                     and not dataclasses.is_dataclass(obj)):
@@ -119,6 +152,6 @@ def test_small_constructors_and_cli_handlers():
                       if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
                 if len(ps) > 10: big.append(f"{mod.__name__}.{name}.__init__: {len(ps)} parameters")
     assert not big, big
-    long = {n: len(inspect.getsource(f).splitlines()) for n, f in vars(hqg.cli).items()
+    long = {n: len(inspect.getsource(f).splitlines()) for n, f in vars(hqg.app.cli).items()
             if n.startswith(("_cmd_", "_args_", "_bench_")) and inspect.isfunction(f)}
     assert long and all(v <= 30 for v in long.values()), {k: v for k, v in long.items() if v > 30}

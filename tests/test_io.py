@@ -1,4 +1,4 @@
-"""hqg.io: reading/writing 8/16-bit PNG, JPEG, BMP, TIFF and DICOM; clear errors for bad files."""
+"""hqg.data.io: reading/writing 8/16-bit PNG, JPEG, BMP, TIFF and DICOM; clear errors for bad files."""
 import pickle
 import struct
 import sys
@@ -10,8 +10,8 @@ import tifffile
 import torch
 from PIL import Image
 
-import hqg.io as hio
-from hqg.io import (ImageInfo, ImageReadError, OptionalDependencyError, image_info, list_images, read_dicom,
+import hqg.data.io as hio
+from hqg.data.io import (ImageInfo, ImageReadError, OptionalDependencyError, image_info, list_images, read_dicom,
                     read_image, write_image)
 
 pydicom = pytest.importorskip("pydicom")

@@ -5,9 +5,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from hqg.cli import main, default_checkpoint
-from hqg.io import read_image, write_image
-from hqg.networks import HQGNet
+from hqg.app.cli import main, default_checkpoint
+from hqg.data.io import read_image, write_image
+from hqg.model.networks import HQGNet
 
 ROOT = Path(__file__).resolve().parents[1]
 

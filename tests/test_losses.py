@@ -1,4 +1,4 @@
-"""Tests for hqg.losses: value checks for every acceptance item (tiny tensors, CPU, seconds)."""
+"""Tests for hqg.model.losses: value checks for every acceptance item (tiny tensors, CPU, seconds)."""
 import math
 import warnings
 
@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import kornia
 
-from hqg.losses import (GAN_KINDS, TERM_NAMES, DiceLoss, FeatureLoss, GANLossD, GANLossG, HQGLoss,
+from hqg.model.losses import (GAN_KINDS, TERM_NAMES, DiceLoss, FeatureLoss, GANLossD, GANLossG, HQGLoss,
                         IlluminationLoss, MultiEncoderFeatureLoss, R1Penalty, SegLoss, StructureLoss,
                         WaveletContentLoss, dice_loss, feature_loss, frozen_params, gan_loss_d, gan_loss_g,
                         illumination_loss, instance_normalize, load_feature_encoder,
@@ -410,7 +410,7 @@ def test_losses_dtype_grid(dtype):
 
 
 def test_style_loss_with_precomputed_guide_statistics():
-    from hqg.losses import style_loss, style_statistics
+    from hqg.model.losses import style_loss, style_statistics
     g = torch.Generator().manual_seed(0)
     x_enh, x_ref = torch.rand(2, 3, 32, 32, generator=g), torch.rand(2, 3, 32, 32, generator=g) * 0.5
     ref = style_statistics(x_ref)

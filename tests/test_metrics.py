@@ -1,4 +1,4 @@
-"""Tests for hqg.metrics: independent computations (scikit-image, scipy, pairwise AUC), masks, gray/RGB, batches."""
+"""Tests for hqg.eval.metrics: independent computations (scikit-image, scipy, pairwise AUC), masks, gray/RGB, batches."""
 import math
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hqg.metrics import (auc, average_metrics, background_band, ccm_snr, dice, evaluate_pair,
+from hqg.eval.metrics import (auc, average_metrics, background_band, ccm_snr, dice, evaluate_pair,
                          illumination_uniformity, iou, laplacian_bands, psnr, ssim, ssim_map,
                          structure_preservation)
 

@@ -1,4 +1,4 @@
-"""hqg.networks: guidance, generator, discriminator, segmenter, HQGNet enhance/checkpoints, sizes; slow overfit check."""
+"""hqg.model.networks: guidance, generator, discriminator, segmenter, HQGNet enhance/checkpoints, sizes; slow overfit check."""
 import math
 import time
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hqg.networks import (HQGNet, Generator, Discriminator, Segmenter, GuidanceEncoder, GuidanceAutoencoder,
+from hqg.model.networks import (HQGNet, Generator, Discriminator, Segmenter, GuidanceEncoder, GuidanceAutoencoder,
                           pretrain_guidance_encoder, freeze, unfreeze, resolve_config, count_params, estimate_macs,
                           model_summary, bench_generator, RELEASED_PARAMS)
 
@@ -263,8 +263,8 @@ def test_corrupt_and_foreign_checkpoints(tmp_path):
 def retina_views():
     "A whole field-of-view view (black corners) and a crop inside the retina, both hazy over the whole frame."
     skdata = pytest.importorskip("skimage.data")
-    from hqg.samples import make_view
-    from hqg.degrade import degrade
+    from hqg.data.samples import make_view
+    from hqg.data.degrade import degrade
     try:
         photo = torch.from_numpy(skdata.retina()).permute(2, 0, 1).float() / 255
     except Exception as e:
@@ -280,7 +280,7 @@ def guided_net(c=3, **kw):
 
 
 def test_enhance_fov_auto_blackens_the_border_and_leaves_crops_alone(retina_views):
-    from hqg.degrade import estimate_fov
+    from hqg.data.degrade import estimate_fov
     clean, whole, crop = retina_views
     net = guided_net()
     inside = estimate_fov(clean)[0]                              # the FOV of the clean view
@@ -352,8 +352,8 @@ def test_bad_fov_setting_is_named(tmp_path):
 
 
 def test_enhance_samples_follows_the_fov_setting(retina_views):
-    "hqg.uncertainty.enhance_samples masks like `enhance`: its deterministic sample is the enhanced image."
-    from hqg.uncertainty import enhance_samples
+    "hqg.eval.uncertainty.enhance_samples masks like `enhance`: its deterministic sample is the enhanced image."
+    from hqg.eval.uncertainty import enhance_samples
     _, whole, _ = retina_views
     net = guided_net(fov="auto")
     smp = enhance_samples(net, whole, n=2, temperature=0.0)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from hqg.cli import build_parser
+from hqg.app.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -31,11 +31,11 @@ def test_python_examples_run_from_the_repository_root(monkeypatch):
 def test_every_hqg_command_in_the_readme_parses():
     cmds = [l.split("#")[0].strip() for b in blocks("bash") for l in b.splitlines()
             if not l.startswith(("git ", "make ", "source ", "cd "))]
-    cmds = [c[c.index("hqg "):] if not c.startswith("hqg ") and " -m hqg.cli " not in c else c for c in cmds if "hqg " in c]
+    cmds = [c[c.index("hqg "):] if not c.startswith("hqg ") and " -m hqg.app.cli " not in c else c for c in cmds if "hqg " in c]
     parser = build_parser()
     seen = set()
     for c in cmds:
-        argv = shlex.split(c.split(" -m hqg.cli ", 1)[1] if " -m hqg.cli " in c else c)[1 if c.startswith("hqg ") else 0:]
+        argv = shlex.split(c.split(" -m hqg.app.cli ", 1)[1] if " -m hqg.app.cli " in c else c)[1 if c.startswith("hqg ") else 0:]
         if argv and argv[0] in ("install", "-q"): continue
         args = parser.parse_args(argv)  # SystemExit on an unknown command or option
         seen.add(args.command)

@@ -1,10 +1,10 @@
-"""hqg.released: the released-code-shaped networks (sizes on the meta device, shapes, ranges, domains), the shared
+"""hqg.model.released: the released-code-shaped networks (sizes on the meta device, shapes, ranges, domains), the shared
 training step, and the speed benchmarks at tiny sizes."""
 import pytest
 import torch
 
-from hqg.networks import HQGNet, RELEASED_PARAMS, count_params
-from hqg.released import (ReleasedNet, ReleasedGenerator, ReleasedStyleEncoder, ReleasedDiscriminator, ReleasedEncoder,
+from hqg.model.networks import HQGNet, RELEASED_PARAMS, count_params
+from hqg.model.released import (ReleasedNet, ReleasedGenerator, ReleasedStyleEncoder, ReleasedDiscriminator, ReleasedEncoder,
                           AdaIN, AdaINUpBlock, HQ_DOMAIN, LQ_DOMAIN, released_params, make_optimizers,
                           equivalent_train_step, bench_released, bench_hqg, compare_speed)
 

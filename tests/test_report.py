@@ -2,8 +2,8 @@
 import re
 from pathlib import Path
 
-from hqg.cli import main
-from hqg.report import BLOCKS, load_records, update_docs
+from hqg.app.cli import main
+from hqg.app.report import BLOCKS, load_records, update_docs
 
 ROOT = Path(__file__).resolve().parents[1]
 

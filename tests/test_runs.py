@@ -1,4 +1,4 @@
-"""hqg.runs: typed configs + YAML, presets/overlays, run folders, build/train/resume, papermill runs and sweeps."""
+"""hqg.app.runs: typed configs + YAML, presets/overlays, run folders, build/train/resume, papermill runs and sweeps."""
 import csv, json, os, re, socket, subprocess, sys
 from pathlib import Path
 
@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from hqg.networks import HQGNet
-from hqg.runs import (DataConfig, LossConfig, ModelConfig, NotebookError, RunConfig, TrainConfig, build,
+from hqg.model.networks import HQGNet
+from hqg.app.runs import (DataConfig, LossConfig, ModelConfig, NotebookError, RunConfig, TrainConfig, build,
                       config_to_dict, load_config, new_run_dir, notebook_parameters, parse_overrides, read_metrics,
                       run_notebook, save_config, sweep, train)
 
@@ -165,7 +165,7 @@ def test_train_then_resume_in_the_same_folder(tmp_path):
     rows = read_metrics(run)
     assert rows[-1]["step"] == 2 and (run / "metrics.csv").is_file()
     assert any((run / "samples").glob("step_*.png"))
-    from hqg.training import load_checkpoint
+    from hqg.train.loop import load_checkpoint
     ck = load_checkpoint(run / "checkpoints" / "last.pt")
     assert ck["step"] == 2 and ck["config"]["data"]["size"] == 32
     run2 = train(None, out, max_steps=4, resume=True, progress=False)
@@ -297,7 +297,7 @@ def test_sweep_records_good_and_failed_runs(tmp_path):
 
 
 def test_resume_through_train_is_bitwise_exact(tmp_path):
-    from hqg.training import load_checkpoint
+    from hqg.train.loop import load_checkpoint
     cfg = load_config("tiny", {**SMOKE, "train.pretrain_guidance_steps": 2, "data.val": False})
     straight = train(cfg, tmp_path / "a", max_steps=4, progress=False)
     train(cfg, tmp_path / "b", max_steps=2, progress=False)
@@ -335,7 +335,7 @@ def test_train_under_torchrun_env_shares_one_run_folder(tmp_path):
 
 
 def test_validation_uses_the_fov_masked_metrics_the_demo_reports(tmp_path):
-    from hqg.cli import score_pairs
+    from hqg.app.cli import score_pairs
     cfg = load_config("tiny", dict(SMOKE, **{"train.val_every": 1, "train.log_every": 1}))
     run = train(cfg, tmp_path, max_steps=1, progress=False)
     last = read_metrics(run)[-1]
@@ -366,8 +366,8 @@ def test_scheme_errors_name_the_key():
 
 
 def test_trainer_class_of_plain_hqg_is_the_gan_trainer():
-    from hqg.runs import trainer_class
-    from hqg.training import Trainer
+    from hqg.app.runs import trainer_class
+    from hqg.train.loop import Trainer
     assert trainer_class(load_config("tiny")) == (Trainer, {})
 
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from hqg.io import read_image, list_images
-from hqg.samples import make_samples, make_view, STYLES
+from hqg.data.io import read_image, list_images
+from hqg.data.samples import make_samples, make_view, STYLES
 from hqg.data import UnpairedDataset, PairedTestSet
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,13 +3,13 @@
 Each round starts `hqg train` (the first fresh, the others `--resume`), waits for a checkpoint write to begin, and
 kills the process with SIGKILL at a seeded random moment inside it: while the temporary file is being written, or
 just before the `os.replace` that moves it (or the hard link to it) onto its real name. After every kill
-`checkpoints/last.pt` must load with `weights_only=True` (`hqg.training.load_checkpoint`), its step never goes
+`checkpoints/last.pt` must load with `weights_only=True` (`hqg.train.loop.load_checkpoint`), its step never goes
 back, and every kept `step_*.pt` loads too. Finally a `--resume` run completes, leaves no temporary files and a
 metrics log with every step once.
 
 Speed (2 CPU cores): a fresh Python process pays ~3 s to import hqg and ~2.5 s more for `torch._dynamo` (imported
 lazily by the first optimizer). So the rounds are forked from one warm helper process (a fork server) instead of
-started cold; each child runs exactly `hqg.cli.main(["train", ...])`. Test-only, in the child: checkpoint writes
+started cold; each child runs exactly `hqg.app.cli.main(["train", ...])`. Test-only, in the child: checkpoint writes
 go out in 8 chunks over 0.25 s and renames onto *.pt wait 0.05 s, each announced on stdout, so that kills land
 inside saves on purpose rather than by luck. The library has no test hooks.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hqg.training import load_checkpoint
+from hqg.train.loop import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data_samples" / "fundus"
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the fork server
 FORK_SERVER = r'''
 import io, json, os, sys, time, traceback
 import torch, torch._dynamo  # noqa: F401  (the optimizers import torch._dynamo lazily: pay it once, before forking)
-import hqg.cli, hqg.runs, hqg.training, hqg.baselines  # noqa: F401
+import hqg.app.cli, hqg.app.runs, hqg.train.loop, hqg.eval.classical  # noqa: F401
 torch.set_num_threads(1)
 
 def slow_checkpoint_io(write_s, rename_s):
@@ -61,7 +61,7 @@ for line in sys.stdin:
             fd = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             os.dup2(fd, 1); os.dup2(fd, 2); os.close(fd)
             slow_checkpoint_io(job["write_s"], job["rename_s"])
-            rc = hqg.cli.main(job["argv"])
+            rc = hqg.app.cli.main(job["argv"])
         except BaseException:
             traceback.print_exc()
         finally:

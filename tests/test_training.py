@@ -1,4 +1,4 @@
-"""hqg.training: step isolation, NaN guard, checkpoints + exact resume, logs/samples, SIGKILL resume, DDP (gloo)."""
+"""hqg.train.loop: step isolation, NaN guard, checkpoints + exact resume, logs/samples, SIGKILL resume, DDP (gloo)."""
 import csv, json, math, os, signal, subprocess, sys, time
 from pathlib import Path
 
@@ -9,10 +9,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from hqg.data import UnpairedDataset, PairedTestSet
-from hqg.io import read_image
-from hqg.losses import HQGLoss, TERM_NAMES
-from hqg.networks import HQGNet
-from hqg.training import (Trainer, NonFiniteLossError, load_checkpoint, find_last_checkpoint, save_atomic,
+from hqg.data.io import read_image
+from hqg.model.losses import HQGLoss, TERM_NAMES
+from hqg.model.networks import HQGNet
+from hqg.train.loop import (Trainer, NonFiniteLossError, load_checkpoint, find_last_checkpoint, save_atomic,
                           bench_training, lr_factor, ema_decay_at, psnr_metric)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,7 +146,7 @@ def test_nan_weight_and_nan_discriminator_term_are_named(tmp_path, monkeypatch):
     with pytest.raises(NonFiniteLossError, match=r"step 1: term 'g_cons' = .*\(weight inf\).*none written yet"):
         tr.fit(1)
     tr = make_trainer(tmp_path / "b")
-    import hqg.training as T
+    import hqg.train.loop as T
     monkeypatch.setattr(T, "r1_penalty", lambda real, x: real.sum() * float("inf"))
     with pytest.raises(NonFiniteLossError, match="term 'd_r1'"):
         tr.fit(1)
@@ -327,10 +327,10 @@ def test_bench_training_reports_speed():
 KILL_SCRIPT = r"""
 import sys, torch
 torch.set_num_threads(1)
-from hqg.networks import HQGNet
-from hqg.losses import HQGLoss
+from hqg.model.networks import HQGNet
+from hqg.model.losses import HQGLoss
 from hqg.data import UnpairedDataset
-from hqg.training import Trainer
+from hqg.train.loop import Trainer
 torch.manual_seed(0)
 tr = Trainer(HQGNet(3, "tiny", **TINY), HQGLoss(), UnpairedDataset(DATA, size=32), run_dir=sys.argv[1], batch_size=2,
              max_steps=100000, ckpt_every=1, keep_checkpoints=2, log_every=1, sample_every=0, progress=False)
@@ -413,10 +413,10 @@ def test_ddp_two_gloo_ranks_train_identical_weights_and_rank0_writes_once(tmp_pa
 
 def test_image_style_targets_come_from_the_whole_hq_file(tmp_path):
     "loss.style_target 'image': the style term's targets are the statistics of each HQ partner's whole file (cached)."
-    from hqg.runs import load_config, build
-    from hqg.training import Trainer
-    from hqg.losses import style_statistics
-    from hqg.io import read_image
+    from hqg.app.runs import load_config, build
+    from hqg.train.loop import Trainer
+    from hqg.model.losses import style_statistics
+    from hqg.data.io import read_image
     cfg = load_config("tiny", {"data.root": str(Path(__file__).resolve().parents[1] / "data_samples" / "fundus"),
                                "data.size": 32, "data.batch_size": 2, "loss.style_target": "image",
                                "model.overrides": {"gen_base": 8, "enc_base": 8, "disc_base": 8}})
@@ -432,7 +432,7 @@ def test_image_style_targets_come_from_the_whole_hq_file(tmp_path):
 
 def test_guide_term_second_guide_in_one_forward(tmp_path):
     "lambda_guide: each input is also enhanced under the next item's guide; the term is logged and trained."
-    from hqg.losses import style_scale, style_statistics
+    from hqg.model.losses import style_scale, style_statistics
     loss = HQGLoss(lambda_kl=0.0, lambda_guide=4.0)
     loss.guide_scale = style_scale(torch.cat([style_statistics(read_image(p)[None]) for p in sorted((DATA / "hq").glob("*.png"))[:4]]))
     tr = Trainer(HQGNet(3, "tiny", **TINY), loss, UnpairedDataset(DATA, size=32), run_dir=tmp_path, batch_size=2,

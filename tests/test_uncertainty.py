@@ -1,11 +1,11 @@
-"""Tests for hqg.uncertainty: variational samples (exactness, seeds, batching), uncertainty maps, bad input."""
+"""Tests for hqg.eval.uncertainty: variational samples (exactness, seeds, batching), uncertainty maps, bad input."""
 import pytest
 import torch
 
 from hqg.core import repo_file
-from hqg.io import list_images, read_image
-from hqg.networks import HQGNet
-from hqg.uncertainty import (Samples, enhance_samples, local_contrast, sample_generator, sample_seed,
+from hqg.data.io import list_images, read_image
+from hqg.model.networks import HQGNet
+from hqg.eval.uncertainty import (Samples, enhance_samples, local_contrast, sample_generator, sample_seed,
                              uncertainty_map, uncertainty_score)
 
 
@@ -178,6 +178,6 @@ def test_bad_inputs(net, data):
 
 @pytest.mark.slow
 def test_bench_uncertainty_shared_decoder_beats_per_sample():
-    from hqg.uncertainty import bench_uncertainty
+    from hqg.eval.uncertainty import bench_uncertainty
     r = bench_uncertainty(n=8, size=256, repeats=3, verbose=False)
     assert r["ratio"] < r["reference_ratio"] and r["ratio"] < 8

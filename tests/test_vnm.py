@@ -1,4 +1,4 @@
-"""hqg.vnm: KL term, AdaLIN, VariationalNorm sampling/temperature, VNMBlock, rho bounds, gradients."""
+"""hqg.model.vnm: KL term, AdaLIN, VariationalNorm sampling/temperature, VNMBlock, rho bounds, gradients."""
 import math
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hqg.vnm import AdaLIN, VariationalNorm, VNMBlock, kl_divergence
+from hqg.model.vnm import AdaLIN, VariationalNorm, VNMBlock, kl_divergence
 
 
 # --- KL ---------------------------------------------------------------------------------------------------------

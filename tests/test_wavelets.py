@@ -1,4 +1,4 @@
-"""hqg.wavelets against PyWavelets: values, shapes, reconstruction, gradients, errors, modules, figure, bench."""
+"""hqg.model.wavelets against PyWavelets: values, shapes, reconstruction, gradients, errors, modules, figure, bench."""
 import os
 import warnings
 
@@ -10,7 +10,7 @@ import pytest
 import pywt
 import torch
 
-from hqg.wavelets import (DWT2, IDWT2, MODES, bench_wavelets, get_wavelet, max_level, show_subbands,
+from hqg.model.wavelets import (DWT2, IDWT2, MODES, bench_wavelets, get_wavelet, max_level, show_subbands,
                           wavedec2, wavelet_filters, waverec2)
 
 WAVELETS = ["haar", "db2", "db4", "sym4", "coif1"]
@@ -137,7 +137,7 @@ def test_tiny_images_with_long_filters(size, mode):
     x = torch.randn(1, 1, *size, dtype=torch.float64)
     with pytest.warns(UserWarning):
         ref = pywt.wavedec2(x.numpy(), "db4", mode=mode, level=1, axes=(-2, -1))
-    from hqg.wavelets import _analysis_matrices, _dwt2_level, _idwt2_level  # one level, no level check
+    from hqg.model.wavelets import _analysis_matrices, _dwt2_level, _idwt2_level  # one level, no level check
     _, rec = wavelet_filters("db4", torch.float64)
     bands = _dwt2_level(x[:, 0], _analysis_matrices("db4", torch.float64), mode)
     for band, r in zip(bands, [ref[0]] + list(ref[1])):
@@ -243,7 +243,7 @@ def test_filters_cached_and_dtypes():
     assert wavelet_filters("db2", torch.float64)[0] is d1 and d1.dtype == torch.float64 and d1.shape == (4, 1, 4, 4)
     assert r1.shape == (4, 1, 4, 4)
     assert get_wavelet("haar").dec_len == 2 and max_level((33, 30), "coif1") == 2
-    from hqg.wavelets import _analysis_matrices
+    from hqg.model.wavelets import _analysis_matrices
     m = _analysis_matrices("db2", torch.float64)
     assert m.shape == (2, 8, 18) and _analysis_matrices("db2", torch.float64) is m  # (low/high, P, K), cached
     assert torch.equal(m[1, 3, 6:10], torch.tensor(pywt.Wavelet("db2").dec_hi[::-1], dtype=torch.float64))  # exact: copied taps, no arithmetic

@@ -2,8 +2,8 @@
 
 The notebooks in nbs/ stay the source of truth; the .py files are scratch copies (keep them out of git).
 
-    python tools/nbpy.py to-py nbs/02_wavelets.ipynb /tmp/02_wavelets.py   # notebook -> script
-    python tools/nbpy.py to-nb /tmp/02_wavelets.py nbs/02_wavelets.ipynb   # script -> notebook (+ nbdev_clean)
+    python tools/nbpy.py to-py nbs/05_model_wavelets.ipynb /tmp/05_model_wavelets.py   # notebook -> script
+    python tools/nbpy.py to-nb /tmp/05_model_wavelets.py nbs/05_model_wavelets.ipynb   # script -> notebook (+ nbdev_clean)
 
 Cell tags survive (`# %% tags=["parameters"]`); outputs of the old notebook are dropped.
 """

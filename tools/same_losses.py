@@ -17,7 +17,7 @@ RUNS = (("hqg", "tiny", {"data.root": "fundus"}, 1.0),
 CHILD = r'''
 import sys, json, torch
 sys.path.insert(0, sys.argv[1]); torch.set_num_threads(1)
-from hqg.runs import load_config, train
+from hqg.runs import load_config, train  # hqg.app.runs since the subpackages; the old name is an alias
 name, spec, ov, steps, out = json.loads(sys.argv[2])
 run = train(load_config(spec, ov), out=out, max_steps=steps, device="cpu", progress=False)
 print(run / "metrics.jsonl")
