@@ -20,7 +20,7 @@ MOVED = {  # the flat modules of earlier hqg versions -> where they live now
     "hqg.networks": "hqg.model.networks",
     "hqg.released": "hqg.model.released",
     "hqg.losses": "hqg.model.losses",
-    "hqg.training": "hqg.train.loop",
+    "hqg.training": ("hqg.train.parts", "hqg.train.loop", "hqg.train.hqg"),
     "hqg.bilevel": "hqg.train.bilevel",
     "hqg.metrics": "hqg.eval.metrics",
     "hqg.uncertainty": "hqg.eval.uncertainty",
@@ -34,7 +34,7 @@ MOVED = {  # the flat modules of earlier hqg versions -> where they live now
     "hqg.benchmark": "hqg.app.benchmark",
     "hqg.report": "hqg.app.report",
     "hqg.cli": "hqg.app.cli",
-    "hqg.baselines": "hqg.eval.classical",  # and hqg.train.cyclegan (see below)
+    "hqg.baselines": ("hqg.eval.classical", "hqg.train.cyclegan"),
 }
 
 # %% ../nbs/00b_package.ipynb #789a3eee
@@ -42,13 +42,14 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     "Import hook: the old flat module names resolve to their new modules (the same module objects)."
     def find_spec(self, name, path=None, target=None):
         return importlib.util.spec_from_loader(name, self) if name in MOVED else None
-    def create_module(self, spec):
-        if spec.name != "hqg.baselines": return importlib.import_module(MOVED[spec.name])
-        return None  # a fresh module, filled by exec_module
-    def exec_module(self, module):
-        if module.__name__ == "hqg.baselines":
-            for src in ("hqg.eval.classical", "hqg.train.cyclegan"):
-                m = importlib.import_module(src)
-                module.__dict__.update({k: getattr(m, k) for k in m.__all__})
+    def create_module(self, spec):  # one new module: that module itself; several: a fresh module, filled below
+        new = MOVED[spec.name]
+        return importlib.import_module(new) if isinstance(new, str) else None
+    def exec_module(self, module):  # an aliased module is already executed (it keeps its own name)
+        new = MOVED.get(module.__name__)
+        if not isinstance(new, tuple): return
+        for src in new:
+            m = importlib.import_module(src)
+            module.__dict__.update({k: getattr(m, k) for k in m.__all__})
 
 if not any(isinstance(f, _MovedModules) for f in sys.meta_path): sys.meta_path.append(_MovedModules())

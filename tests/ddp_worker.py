@@ -10,7 +10,7 @@ import torch.distributed as dist
 from hqg.model.networks import HQGNet
 from hqg.model.losses import HQGLoss
 from hqg.data import UnpairedDataset
-from hqg.train.loop import Trainer
+from hqg.train.hqg import Trainer
 from hqg.train.bilevel import BilevelTrainer
 from hqg.train.cyclegan import CycleGANTrainer, baseline_loss
 

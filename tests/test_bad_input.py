@@ -23,7 +23,8 @@ from hqg.data.io import ImageReadError, read_image, write_image
 from hqg.model.losses import HQGLoss
 from hqg.model.networks import CKPT_FORMATS, HQGNet
 from hqg.app.runs import load_config, train
-from hqg.train.loop import CKPT_FORMAT, Trainer, load_checkpoint
+from hqg.train.loop import CKPT_FORMAT, load_checkpoint
+from hqg.train.hqg import Trainer
 from hqg.eval.uncertainty import enhance_samples
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,8 @@ from hqg.data import PairedTestSet, UnpairedDataset
 from hqg.data.io import read_image
 from hqg.model.losses import HQGLoss, illumination_loss, structure_loss
 from hqg.model.networks import HQGNet
-from hqg.train.loop import NonFiniteLossError, Trainer, load_checkpoint
+from hqg.train.loop import NonFiniteLossError, load_checkpoint
+from hqg.train.hqg import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data_samples" / "fundus"

@@ -15,7 +15,8 @@ from hqg.train.bilevel import BilevelTrainer, SegmentationSet, pretrain_segmente
 from hqg.data import UnpairedDataset
 from hqg.model.losses import HQGLoss, seg_loss
 from hqg.model.networks import HQGNet, Segmenter
-from hqg.train.loop import Trainer, load_checkpoint
+from hqg.train.loop import load_checkpoint
+from hqg.train.hqg import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 VESSELS = ROOT / "data_samples" / "vessels"

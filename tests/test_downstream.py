@@ -11,7 +11,7 @@ from hqg.app.downstream import (SETTINGS, acceptance, downstream_table, run_down
                             segment_probs, segment_scores)
 from hqg.model.losses import HQGLoss
 from hqg.model.networks import HQGNet, Segmenter
-from hqg.train.loop import Trainer
+from hqg.train.hqg import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 VESSELS = ROOT / "data_samples" / "vessels"

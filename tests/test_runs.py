@@ -367,7 +367,7 @@ def test_scheme_errors_name_the_key():
 
 def test_trainer_class_of_plain_hqg_is_the_gan_trainer():
     from hqg.app.runs import trainer_class
-    from hqg.train.loop import Trainer
+    from hqg.train.hqg import Trainer
     assert trainer_class(load_config("tiny")) == (Trainer, {})
 
 

@@ -18,7 +18,8 @@ from ..model.presets import GUIDED_LOSS, PRESETS, OVERLAYS, merge_layers
 from ..model.losses import HQGLoss, LossConfig, load_feature_encoder, style_scale, style_statistics
 from ..data import UnpairedDataset, PairedTestSet, ViewConfig, make_loader
 from ..data.io import read_image, list_images
-from ..train.loop import Trainer, LoopConfig, GANConfig, HQGOptions, load_checkpoint, find_last_checkpoint
+from ..train.loop import LoopConfig, load_checkpoint, find_last_checkpoint
+from ..train.hqg import Trainer, GANConfig, HQGOptions
 from ..train.bilevel import BilevelOptions
 from ..train.cyclegan import CycleOptions
 from .config import *  # re-exported: hqg.app.runs.load_config etc. keep working

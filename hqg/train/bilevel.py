@@ -17,7 +17,8 @@ from ..data.io import read_image
 from ..data import image_list, match_masks, load_mask, random_view, seeded_generator, make_loader, set_loader_epoch
 from ..model.networks import HQGNet, freeze
 from ..model.losses import HQGLoss, TERM_NAMES, seg_loss
-from .loop import Loop, HQGStep, GANConfig, HQGOptions, Trainer, check_batch, load_checkpoint, pop_options
+from .loop import Loop, check_batch, load_checkpoint, pop_options
+from .hqg import HQGStep, GANConfig, HQGOptions, Trainer
 
 # %% auto #0
 __all__ = ['SOLVERS', 'task_weight', 'unrolled_seg_logits', 'BilevelOptions', 'BilevelStep', 'BilevelTrainer', 'SegmentationSet',
@@ -207,7 +208,7 @@ def _check_state(self: BilevelStep, ckpt: dict, src: str) -> None:
     ts = ckpt["train_state"]
     if "opt_s" not in ts:
         raise ValueError(f"{src}: not a bi-level checkpoint (no segmenter optimizer 'opt_s' in train_state); "
-                         "resume it with hqg.train.loop.Trainer")
+                         "resume it with hqg.train.hqg.Trainer")
     HQGStep.check_state(self, ckpt, src)
     old = ts.get("bilevel") or {}
     diff = {k: (old.get(k), v) for k, v in self.bilevel_settings.items() if k in old and old[k] != v}

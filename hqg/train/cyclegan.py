@@ -15,7 +15,8 @@ from ..core import check_image, as_batch, unbatch, convert_channels, method_of, 
 from ..data.io import write_image
 from ..model.networks import HQGNet, Discriminator, count_params, make_generator
 from ..model.losses import HQGLoss, gan_loss_d, gan_loss_g, r1_penalty
-from .loop import Loop, HQGStep, GANConfig, HQGOptions, Trainer, check_batch, pop_options
+from .loop import Loop, check_batch, pop_options
+from .hqg import HQGStep, GANConfig, HQGOptions, Trainer
 
 # %% auto #0
 __all__ = ['BASELINE_LOSSES', 'CYCLE_TERMS', 'baseline_loss', 'CycleOutputs', 'CycleOptions', 'CycleGANStep', 'CycleGANTrainer']
