@@ -20,12 +20,11 @@ from ..model.networks import HQGNet
 from .classical import CLASSICAL
 from .uncertainty import enhance_samples, uncertainty_map, uncertainty_score
 from .drift import structure_drift, structure_vs_mask
+from .style import *
 
 # %% auto #0
-__all__ = ['DOG_SIGMAS', 'METRIC_LABELS', 'DIAGNOSTIC_LABELS', 'FOLLOW_EPS', 'GUIDANCE_LABELS', 'find_eval_set', 'guidance_code',
-           'make_enhancer', 'style_stats', 'style_names', 'vessel_contrast', 'noise_level', 'border_mean',
-           'keep_fov_border', 'score_image', 'diagnose', 'guidance_spread', 'guidance_following', 'guidance_report',
-           'guide_styles', 'guide_paths', 'mean_std', 'summarize', 'metrics_table', 'evaluate']
+__all__ = ['METRIC_LABELS', 'DIAGNOSTIC_LABELS', 'GUIDANCE_LABELS', 'find_eval_set', 'guidance_code', 'make_enhancer',
+           'keep_fov_border', 'score_image', 'diagnose', 'mean_std', 'summarize', 'metrics_table', 'evaluate']
 
 # %% ../../nbs/18_eval_evaluate.ipynb #c9b624c2
 def find_eval_set(data: str | Path, # dataset root, paired folder, CycleGAN root, or a plain folder of images
@@ -86,75 +85,6 @@ def make_enhancer(method, # checkpoint path, classical name, HQGNet, or callable
     def fn(x): return net.enhance(x.to(net.device), code=code).cpu()
     fn.code = code  # the guidance code used (None: the model's default), for the diagnostics
     return fn, net, name
-
-# %% ../../nbs/18_eval_evaluate.ipynb #ece04ed3
-DOG_SIGMAS = (1.5, 4.0)  # px: the vessel-scale band (difference of Gaussians) of `style_stats` and `vessel_contrast`
-
-def _mask(fov: torch.Tensor | None, x: torch.Tensor, name: str = "fov") -> torch.Tensor:
-    "`fov` as a bool (B,1,H,W) mask for `x` (all True when None); ValueError naming the shapes otherwise."
-    B, _, H, W = x.shape
-    if fov is None: return torch.ones(B, 1, H, W, dtype=torch.bool, device=x.device)
-    return fov_mask(fov, x, name).expand(B, 1, H, W)  # hqg.data.degrade's one mask check
-
-def _masked_mean_std(v: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    "Per-channel mean and population std of v (B,C,H,W) where m (B,1,H,W) is True: two (B,C) tensors (NaN if empty)."
-    w = m.to(v.dtype); n = w.sum((2, 3))
-    mu = (v * w).sum((2, 3)) / n
-    return mu, (((v - mu[..., None, None]) ** 2 * w).sum((2, 3)) / n).sqrt()
-
-def _dog_std(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    "(B,) vessel-scale contrast of x's luminance inside the mask m, away from its edge (`hqg.model.losses.vessel_scale_contrast`)."
-    v = vessel_scale_contrast(x, m, DOG_SIGMAS, eps=0.0)
-    return torch.where(m.flatten(1).any(1), v, torch.full_like(v, math.nan))  # empty FOV: NaN
-
-
-# %% ../../nbs/18_eval_evaluate.ipynb #3d93e498
-def style_stats(x: torch.Tensor, # (B,C,H,W) in [0,1], C = 1 or 3
-                fov: torch.Tensor | None = None, # (B,1,H,W) bool field of view; None: the whole image
-               ) -> torch.Tensor: # (B, 2C+1): C channel means, C channel stds, vessel-scale contrast
-    "Colour and contrast signature of each image inside its field of view (column names: `style_names`)."
-    check_image(x, "x", ndim=4)
-    m = _mask(fov, x)
-    mu, sd = _masked_mean_std(x, m)
-    return torch.cat([mu, sd, _dog_std(x, m)[:, None]], 1)
-
-def style_names(channels: int) -> list[str]:
-    "Column names of `style_stats` for `channels` = 1 or 3."
-    ch = ["gray"] if channels == 1 else ["r", "g", "b"]
-    return [f"mean_{c}" for c in ch] + [f"std_{c}" for c in ch] + ["contrast"]
-
-# %% ../../nbs/18_eval_evaluate.ipynb #e9d5b5e4
-def vessel_contrast(x: torch.Tensor, # (B,C,H,W) in [0,1]: the output
-                    ref: torch.Tensor, # (B,C',H,W) the reference (ground truth, or the input); channels may differ
-                    fov: torch.Tensor | None = None, # (B,1,H,W) bool field of view; None: the whole image
-                   ) -> torch.Tensor: # (B,) ratio of vessel-scale contrasts, 1 = as the reference
-    "Vessel-scale (DoG 1.5/4 px) contrast of x's luminance over that of ref, inside the field of view."
-    check_image(x, "x", ndim=4); check_image(ref, "ref", ndim=4)
-    if (ref.shape[0], *ref.shape[-2:]) != (x.shape[0], *x.shape[-2:]):
-        raise ValueError(f"ref: expected the batch and size of x {tuple(x.shape)} (channels may differ), got shape {tuple(ref.shape)}")
-    m = _mask(fov, x)
-    num, den = _dog_std(x, m), _dog_std(ref, m)
-    return torch.where(den > 1e-6, num / den.clamp_min(1e-12), torch.full_like(num, math.nan))
-
-def noise_level(x: torch.Tensor, # (B,C,H,W) in [0,1], H, W >= 2
-                fov: torch.Tensor | None = None, # (B,1,H,W) bool field of view; None: the whole image
-               ) -> torch.Tensor: # (B,) estimated noise std of the luminance
-    "Robust noise std: median |finest diagonal Haar band| of the luminance inside the FOV / 0.6745 (Donoho)."
-    check_image(x, "x", ndim=4, min_size=2)
-    m = _mask(fov, x)
-    H, W = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2  # an odd last row/column has no full 2x2 block
-    hh = wavedec2(x[..., :H, :W].mean(1, keepdim=True), "haar", level=1)[1][2].abs()
-    inside = -F.max_pool2d(-m[..., :H, :W].float(), 2) > 0.5  # the whole 2x2 block inside the FOV
-    med = [hh[b][inside[b]].median() if inside[b].any() else hh.new_tensor(math.nan) for b in range(len(hh))]
-    return torch.stack(med) / 0.6745
-
-def border_mean(x: torch.Tensor, # (B,C,H,W) in [0,1]
-                fov: torch.Tensor | None, # (B,1,H,W) bool field of view (None: the whole image, so NaN)
-               ) -> torch.Tensor: # (B,) mean over channels and pixels outside the FOV; NaN where there are none
-    "Mean value outside the field of view (the surround of a fundus photograph: should stay dark)."
-    check_image(x, "x", ndim=4)
-    out = ~_mask(fov, x)
-    return (x * out).sum((1, 2, 3)) / (out.sum((1, 2, 3)) * x.shape[1])
 
 # %% ../../nbs/18_eval_evaluate.ipynb #f42333f8
 METRIC_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "structure": "structure preservation",
@@ -219,122 +149,6 @@ def diagnose(x_lq: torch.Tensor, # (1,C,H,W) input
         scores.update({f"{k}{'_in' if side == 'in' else ''}": float(sv[f"{k}_{side}"].reshape(-1)[0])
                        for k in ("precision", "recall") for side in ("in", "out")})
     return scores, maps
-
-# %% ../../nbs/18_eval_evaluate.ipynb #801f1e48
-FOLLOW_EPS = 1e-3  # added to the std across guides of each style statistic (see guidance following)
-
-def _image_list(x, name: str) -> list[torch.Tensor]:
-    "A (N,C,H,W)/(C,H,W) tensor or a list of (1,C,H,W)/(C,H,W) images -> a list of (1,C,H,W) images."
-    if isinstance(x, torch.Tensor):
-        check_image(x, name); xb = x[None] if x.ndim == 3 else x
-        ims = [xb[i:i + 1] for i in range(len(xb))]
-    else:
-        ims = []
-        for i, im in enumerate(x):
-            check_image(im, f"{name}[{i}]")
-            if im.ndim == 4 and im.shape[0] != 1:
-                raise ValueError(f"{name}[{i}]: expected one image (1,C,H,W) or (C,H,W), got shape {tuple(im.shape)}")
-            ims.append(im[None] if im.ndim == 3 else im)
-    if not ims: raise ValueError(f"{name}: expected at least one image, got none")
-    return ims
-
-@torch.no_grad()
-def _guided_outputs(enhance: Callable, x_lq, guides) -> tuple[list, list, list]:
-    "(inputs, guides, outputs[i][k] = enhance(input i, guide k)), all as lists of (1,C,H,W) float32 CPU tensors."
-    ys, gs = _image_list(x_lq, "x_lq"), _image_list(guides, "guides")
-    if len(gs) < 2: raise ValueError(f"guides: expected at least 2 guide images, got {len(gs)}")
-    for k, g in enumerate(gs):
-        if g.shape[1] != ys[0].shape[1]:
-            raise ValueError(f"guides[{k}]: expected {ys[0].shape[1]} channels as x_lq, got shape {tuple(g.shape)}")
-    outs = []
-    for y in ys:
-        row = [enhance(y, g).detach().float().cpu() for g in gs]
-        bad = [tuple(o.shape) for o in row if o.shape != y.shape]
-        if bad: raise ValueError(f"enhance: expected outputs of the input's shape {tuple(y.shape)}, got {bad[0]}")
-        outs.append(row)
-    return ys, gs, outs
-
-def _spread(outs: list, styles: list) -> float:
-    K = len(outs[0])
-    if len(styles) != K: raise ValueError(f"styles: expected one style name per guide ({K}), got {len(styles)}")
-    pairs = [(a, b) for a in range(K) for b in range(a + 1, K) if styles[a] != styles[b]]
-    if not pairs: return math.nan
-    return sum(sum(float((r[a] - r[b]).abs().mean()) for a, b in pairs) / len(pairs) for r in outs) / len(outs)
-
-# %% ../../nbs/18_eval_evaluate.ipynb #0c5b4e8c
-def _following(outs: list, ys: list, gs: list, fov) -> float:
-    if fov is not None:
-        fs = [fov[i:i + 1] for i in range(len(fov))] if isinstance(fov, torch.Tensor) else list(fov)
-        fs = fs * len(ys) if len(fs) == 1 else fs
-        if len(fs) != len(ys): raise ValueError(f"fov: expected one mask per input ({len(ys)}), got {len(fs)}")
-        fs = [_mask(f, y, f"fov[{i}]") for i, (f, y) in enumerate(zip(fs, ys))]
-    g = torch.cat([style_stats(z.float().cpu(), estimate_fov(z.float().cpu())) for z in gs]).double()  # (K, 2C+1)
-    scale = g.std(0) + FOLLOW_EPS
-    gc, K, hits = (g - g.mean(0)) / scale, len(gs), 0
-    for i, row in enumerate(outs):
-        m = estimate_fov(ys[i].float().cpu()) if fov is None else fs[i]
-        o = torch.cat([style_stats(x, m) for x in row]).double()
-        oc = (o - o.mean(0)) / scale                                        # centred on this input's outputs
-        a = float((oc * gc).sum() / (gc * gc).sum().clamp_min(1e-12))      # common gain: how far the outputs follow
-        oa = oc / a if a > 1e-6 else torch.zeros_like(oc)
-        hits += int((torch.cdist(oa, gc).argmin(1) == torch.arange(K)).sum())
-    return hits / (len(outs) * K)
-
-def guidance_spread(enhance: Callable, # (x_lq (1,C,H,W), guide (1,C,H,W)) -> (1,C,H,W)
-                    x_lq, # (N,C,H,W) tensor or a list of (1,C,H,W)/(C,H,W) inputs
-                    guides, # K >= 2 guide images (a list, or a (K,C,H,W) tensor)
-                    styles, # K style names (pairs of the same style are not compared)
-                   ) -> float: # mean |output difference| between guides of different styles (NaN: no such pair)
-    "How much the output changes with the guide: mean absolute pixel difference over pairs of guides of different styles."
-    _, _, outs = _guided_outputs(enhance, x_lq, guides)
-    return _spread(outs, list(styles))
-
-def guidance_following(enhance: Callable, x_lq, guides, # as in `guidance_spread` (K >= 4 recommended)
-                       fov=None, # field of view of the outputs: (N,1,H,W), a list of (1,1,H,W), or None (estimate_fov)
-                      ) -> float: # fraction of (input, guide) whose output is nearest to its own guide; chance 1/K
-    "Fraction of outputs whose nearest guide in standardised `style_stats` is the guide they were made with."
-    ys, gs, outs = _guided_outputs(enhance, x_lq, guides)
-    return _following(outs, ys, gs, fov)
-
-def guidance_report(enhance: Callable, x_lq, guides, styles, fov=None) -> dict:
-    "Spread and following of `enhance` (one enhancement per input and guide): {spread, following, K, n_inputs, styles}."
-    ys, gs, outs = _guided_outputs(enhance, x_lq, guides)
-    return {"spread": _spread(outs, list(styles)), "following": _following(outs, ys, gs, fov),
-            "K": len(gs), "n_inputs": len(ys), "styles": [str(s) for s in styles]}
-
-# %% ../../nbs/18_eval_evaluate.ipynb #394b74fa
-def _manifest_styles(man: Path) -> dict:
-    "{resolved image path: style name} from a dataset manifest.json (entries with a 'style' {'name': ...} or a string)."
-    try: d = json.loads(man.read_text())
-    except (OSError, ValueError) as e: raise ValueError(f"guides: cannot read {man}: {e}") from e
-    out = {}
-    for e in d.get("files", []) if isinstance(d, dict) else []:
-        st = e.get("style") if isinstance(e, dict) else None
-        name = st.get("name") if isinstance(st, dict) else st
-        if isinstance(name, str) and isinstance(e.get("file"), str): out[(man.parent / e["file"]).resolve()] = name
-    return out
-
-def guide_styles(paths) -> list[str]: # one style name per guide image path
-    "Style name of each guide: from the manifest.json of its dataset (this folder or the one above), else the file stem."
-    names, cache = [], {}
-    for p in map(Path, paths):
-        rp, name = p.resolve(), None
-        for man in (rp.parent.parent / "manifest.json", rp.parent / "manifest.json"):
-            if name is None and man.is_file():
-                if man not in cache: cache[man] = _manifest_styles(man)
-                name = cache[man].get(rp)
-        names.append(name or p.stem)
-    return names
-
-def guide_paths(guides) -> list[Path]:
-    "Image paths of `guides`: a folder of images, one image, or a list of paths (at least 2)."
-    if isinstance(guides, (str, Path)):
-        g = Path(guides)
-        if not g.exists(): raise FileNotFoundError(f"guides: {g} does not exist")
-        paths = list_images(g) if g.is_dir() else [g]
-    else: paths = [Path(p) for p in guides]
-    if len(paths) < 2: raise ValueError(f"guides: expected at least 2 guide images, got {len(paths)} ({guides})")
-    return paths
 
 # %% ../../nbs/18_eval_evaluate.ipynb #a8594849
 def _guidance_of(net: HQGNet, guides, inputs: list, keep_fov) -> dict:
