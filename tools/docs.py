@@ -9,7 +9,8 @@ import json, os, re, subprocess, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = ["nbs/index.ipynb", "nbs/05_model_wavelets.ipynb", "nbs/02_data_degrade.ipynb", "nbs/04_data_samples.ipynb",
+DOCS = ["nbs/index.ipynb", "nbs/05_model_wavelets.ipynb", "nbs/01a_data_synth.ipynb", "nbs/02_data_degrade.ipynb",
+        "nbs/04_data_samples.ipynb",
         "nbs/tutorials/01_quickstart.ipynb", "nbs/tutorials/02_train_your_folder.ipynb",
         "nbs/tutorials/03_explore.ipynb", "nbs/tutorials/04_reproduce_benchmark.ipynb"]
 MAX_BYTES = 400_000  # per notebook, outputs included
