@@ -27,7 +27,6 @@ from ..model.networks import HQGNet, freeze, count_params, encode_tiled, newer_v
 from ..model.losses import HQGLoss, TERM_NAMES, gan_loss_d, r1_penalty
 from .parts import *
 from .loop import *
-from .loop import endless_batches
 
 # %% auto #0
 __all__ = ['GANConfig', 'HQGOptions', 'HQGStep', 'Trainer', 'bench_training']
@@ -285,7 +284,6 @@ class Trainer(Loop):
         (cfg, gan), rest = split_options(options, LoopConfig, GANConfig)
         loop_kw = {k: rest.pop(k) for k in ("run_dir", "val_set", "val_metrics", "config") if k in rest}
         if "run_dir" not in loop_kw: raise TypeError(f"{type(self).__name__}: missing the keyword argument 'run_dir'")
-        if cfg.val_every and loop_kw.get("val_set") is None: raise ValueError("val_every: given without a val_set to validate on")
         super().__init__(self.step_class(net, loss, gan, **rest), dataset, cfg=cfg, **loop_kw)
 
     def __getattr__(self, name: str):  # the step's nets, optimizers and parts: tr.gen, tr.opt_g, tr.d_step, ...

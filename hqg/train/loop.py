@@ -28,7 +28,7 @@ from ..model.losses import HQGLoss, TERM_NAMES, gan_loss_d, r1_penalty
 from .parts import *
 
 # %% auto #0
-__all__ = ['Step', 'LoopConfig', 'split_options', 'pop_options', 'ddp_rank_world', 'Loop', 'check_batch', 'endless_batches']
+__all__ = ['Step', 'LoopConfig', 'pop_options', 'split_options', 'ddp_rank_world', 'Loop', 'check_batch', 'endless_batches']
 
 # %% ../../nbs/11_train_loop.ipynb #c5ebe826
 class Step:
@@ -88,19 +88,15 @@ class LoopConfig(Settings):
         super().__post_init__()
         if not self.ema_decay <= 1: raise ValueError(f"train.ema_decay: expected a value in [0, 1], got {self.ema_decay!r}")
 
-def split_options(options: dict, *kinds: type) -> tuple[list, dict]:
-    "Split keyword options into one instance of each dataclass in `kinds` (by field name) and the rest."
-    made = []
-    for kind in kinds:
-        names = {f.name for f in fields(kind)}
-        made.append(kind(**{k: options[k] for k in options if k in names}))
-        options = {k: v for k, v in options.items() if k not in names}
-    return made, options
-
 def pop_options(options: dict, kind: type, base=None):
     "`base` (or `kind()`) with the fields of `kind` that `options` holds replaced; those keys leave `options`."
     names = {f.name for f in fields(kind)}
     return replace(base if base is not None else kind(), **{k: options.pop(k) for k in list(options) if k in names})
+
+def split_options(options: dict, *kinds: type) -> tuple[list, dict]:
+    "Split keyword options into one instance of each dataclass in `kinds` (by field name) and the rest."
+    rest = dict(options)
+    return [pop_options(rest, kind) for kind in kinds], rest
 
 # %% ../../nbs/11_train_loop.ipynb #5743c677
 def ddp_rank_world() -> tuple[int, int]:
