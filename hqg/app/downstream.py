@@ -13,7 +13,8 @@ from ..core import get_device, as_batch, fmt_mean_std
 from ..data import PairedTestSet
 from ..data.degrade import estimate_fov
 from ..eval.metrics import dice, iou, auc, psnr, ssim, average_metrics
-from ..model.networks import HQGNet, Segmenter, resolve_config
+from ..model.networks import HQGNet, resolve_config
+from ..model.blocks import Segmenter
 from ..train.bilevel import SegmentationSet, pretrain_segmenter
 from .runs import load_config, train
 from ..eval.evaluate import mean_std

@@ -13,9 +13,11 @@ import torch
 import torch.distributed as dist
 import hqg
 from ..core import seed_everything, get_device, method_of, setting, Settings, check_value, type_name, merged_settings
-from ..model.networks import HQGNet, GuidanceAutoencoder, ModelConfig, VARIANTS, pretrain_guidance_encoder
+from ..model.networks import HQGNet, ModelConfig, VARIANTS
+from ..model.blocks import GuidanceAutoencoder, pretrain_guidance_encoder
 from ..model.presets import GUIDED_LOSS, PRESETS, OVERLAYS, merge_layers
-from ..model.losses import HQGLoss, LossConfig, load_feature_encoder, style_scale, style_statistics
+from ..model.losses import HQGLoss, LossConfig, load_feature_encoder
+from ..model.guide import style_scale, style_statistics
 from ..data import UnpairedDataset, PairedTestSet, ViewConfig, make_loader
 from ..data.io import read_image, list_images
 from ..train.loop import LoopConfig, load_checkpoint, find_last_checkpoint

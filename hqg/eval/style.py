@@ -15,7 +15,7 @@ from ..data.io import read_image, write_image, list_images, ImageReadError
 from ..model.wavelets import wavedec2
 from ..data.degrade import estimate_fov, fov_mask
 from .metrics import evaluate_pair
-from ..model.losses import vessel_scale_contrast
+from ..model.guide import vessel_scale_contrast
 from ..model.networks import HQGNet
 from .classical import CLASSICAL
 from .uncertainty import enhance_samples, uncertainty_map, uncertainty_score

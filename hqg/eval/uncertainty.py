@@ -11,7 +11,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from ..core import check_image, as_batch, unbatch, convert_channels, crop_to
-from ..model.networks import HQGNet, Generator, CPU_CHUNK_PIXELS, pad_input
+from ..model.networks import HQGNet
+from ..model.generator import Generator, CPU_CHUNK_PIXELS
+from ..model.blocks import pad_input
 
 # %% auto #0
 __all__ = ['sample_seed', 'sample_generator', 'Samples', 'enhance_samples', 'local_contrast', 'uncertainty_map',

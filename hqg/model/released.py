@@ -10,7 +10,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from ..core import check_image, to_signed, pad_to_multiple, crop_to, get_device, seed_everything
 from ..bench import timed, median_ms, PeakMemory, markdown_table
-from .networks import HQGNet, count_params, estimate_macs, RELEASED_PARAMS
+from .networks import HQGNet, RELEASED_PARAMS
+from .blocks import count_params, estimate_macs
 
 # %% auto #0
 __all__ = ['HQ_DOMAIN', 'LQ_DOMAIN', 'TRUNK_WIDTHS', 'SPEED_COLUMNS', 'ReleasedEncoder', 'AdaIN', 'AdaINUpBlock',

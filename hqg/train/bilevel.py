@@ -15,7 +15,8 @@ from torch.utils.data import Dataset
 from ..core import get_device, method_of, setting, Settings
 from ..data.io import read_image
 from ..data import image_list, match_masks, load_mask, random_view, seeded_generator, make_loader, set_loader_epoch
-from ..model.networks import HQGNet, freeze
+from ..model.networks import HQGNet
+from ..model.blocks import freeze
 from ..model.losses import HQGLoss, TERM_NAMES, seg_loss
 from .loop import Loop, check_batch, load_checkpoint, pop_options
 from .hqg import HQGStep, GANConfig, HQGOptions, Trainer

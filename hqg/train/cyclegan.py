@@ -13,8 +13,10 @@ import torch.nn as nn
 import kornia
 from ..core import check_image, as_batch, unbatch, convert_channels, method_of, setting, Settings
 from ..data.io import write_image
-from ..model.networks import HQGNet, Discriminator, count_params, make_generator
-from ..model.losses import HQGLoss, gan_loss_d, gan_loss_g, r1_penalty
+from ..model.networks import HQGNet, make_generator
+from ..model.blocks import Discriminator, count_params
+from ..model.losses import HQGLoss
+from ..model.gan import gan_loss_d, gan_loss_g, r1_penalty
 from .loop import Loop, check_batch, pop_options
 from .hqg import HQGStep, GANConfig, HQGOptions, Trainer
 

@@ -23,8 +23,10 @@ from .. import __version__
 from ..core import check_image, get_device, method_of, setting, Settings
 from ..data.io import write_image, atomic_write
 from ..data import make_loader, set_loader_epoch, seeded_generator
-from ..model.networks import HQGNet, freeze, count_params, encode_tiled, newer_version_note
-from ..model.losses import HQGLoss, TERM_NAMES, gan_loss_d, r1_penalty
+from ..model.networks import HQGNet, encode_tiled, newer_version_note
+from ..model.blocks import freeze, count_params
+from ..model.losses import HQGLoss, TERM_NAMES
+from ..model.gan import gan_loss_d, r1_penalty
 from .parts import *
 from .loop import *
 
@@ -188,7 +190,7 @@ def _begin_guidance(self: HQGStep, batch: dict) -> None:
     self._style_files = self._x_alt = None
     if not want or "hq_path" not in batch: return
     from hqg.data.io import read_image
-    from hqg.model.losses import style_statistics
+    from hqg.model.guide import style_statistics
     for p in batch["hq_path"]:
         if p not in self._style_cache: self._style_cache[p] = style_statistics(read_image(p, channels=self.net.in_channels)[None])[0]
     self._style_files = self.loop.to_device(torch.stack([self._style_cache[p] for p in batch["hq_path"]]))

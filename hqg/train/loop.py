@@ -23,8 +23,10 @@ from .. import __version__
 from ..core import check_image, get_device, method_of, setting, Settings
 from ..data.io import write_image, atomic_write
 from ..data import make_loader, set_loader_epoch, seeded_generator
-from ..model.networks import HQGNet, freeze, count_params, encode_tiled, newer_version_note
-from ..model.losses import HQGLoss, TERM_NAMES, gan_loss_d, r1_penalty
+from ..model.networks import HQGNet, encode_tiled, newer_version_note
+from ..model.blocks import freeze, count_params
+from ..model.losses import HQGLoss, TERM_NAMES
+from ..model.gan import gan_loss_d, r1_penalty
 from .parts import *
 
 # %% auto #0
