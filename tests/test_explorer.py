@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from hqg.app.explorer import (GuidanceExplorer, DegradationExplorer, WaveletExplorer, load_images, detail_energy,
-                          bench_explorer, OVERLAYS)
+                              OVERLAYS)
+from hqg.app.speed import bench_explorer
 from hqg.eval.drift import structure_drift
 from hqg.eval.uncertainty import enhance_samples, uncertainty_map
 from hqg.model.networks import HQGNet

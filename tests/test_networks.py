@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from hqg.model.networks import (HQGNet, Generator, Discriminator, Segmenter, GuidanceEncoder, GuidanceAutoencoder,
-                          pretrain_guidance_encoder, freeze, unfreeze, resolve_config, count_params, estimate_macs,
-                          model_summary, bench_generator, RELEASED_PARAMS)
+                                pretrain_guidance_encoder, freeze, unfreeze, resolve_config, count_params,
+                                estimate_macs, model_summary, RELEASED_PARAMS)
+from hqg.app.speed import bench_generator
 
 SMALL = dict(gen_base=8, disc_base=8, enc_base=8, seg_base=8)
 

@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from hqg.model.networks import HQGNet, RELEASED_PARAMS, count_params
-from hqg.model.released import (ReleasedNet, ReleasedGenerator, ReleasedStyleEncoder, ReleasedDiscriminator, ReleasedEncoder,
-                          AdaIN, AdaINUpBlock, HQ_DOMAIN, LQ_DOMAIN, released_params, make_optimizers,
-                          equivalent_train_step, bench_released, bench_hqg, compare_speed)
+from hqg.model.released import (ReleasedNet, ReleasedGenerator, ReleasedStyleEncoder, ReleasedDiscriminator,
+                                ReleasedEncoder, AdaIN, AdaINUpBlock, HQ_DOMAIN, LQ_DOMAIN, released_params,
+                                make_optimizers, equivalent_train_step)
+from hqg.app.speed import bench_released, bench_hqg, compare_speed
 
 # exact counts of our reconstruction (their tolerance against the released counts is tested below)
 EXPECTED = {"gen": 36_824_051, "enc_hq": 26_159_808, "disc": 26_095_170}

@@ -13,7 +13,8 @@ from hqg.data.io import read_image
 from hqg.model.losses import HQGLoss, TERM_NAMES
 from hqg.model.networks import HQGNet
 from hqg.train.loop import NonFiniteLossError, load_checkpoint, find_last_checkpoint, save_atomic, lr_factor, ema_decay_at, psnr_metric
-from hqg.train.hqg import Trainer, bench_training
+from hqg.train.hqg import Trainer
+from hqg.app.speed import bench_training
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data_samples" / "fundus"

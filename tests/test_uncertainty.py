@@ -178,6 +178,6 @@ def test_bad_inputs(net, data):
 
 @pytest.mark.slow
 def test_bench_uncertainty_shared_decoder_beats_per_sample():
-    from hqg.eval.uncertainty import bench_uncertainty
+    from hqg.app.speed import bench_uncertainty
     r = bench_uncertainty(n=8, size=256, repeats=3, verbose=False)
     assert r["ratio"] < r["reference_ratio"] and r["ratio"] < 8

@@ -10,8 +10,9 @@ import pytest
 import pywt
 import torch
 
-from hqg.model.wavelets import (DWT2, IDWT2, MODES, bench_wavelets, get_wavelet, max_level, show_subbands,
-                          wavedec2, wavelet_filters, waverec2)
+from hqg.model.wavelets import (DWT2, IDWT2, MODES, get_wavelet, max_level, show_subbands, wavedec2,
+                                wavelet_filters, waverec2)
+from hqg.app.speed import bench_wavelets
 
 WAVELETS = ["haar", "db2", "db4", "sym4", "coif1"]
 SIZES = [(16, 16), (17, 13), (33, 30)]

@@ -8,14 +8,12 @@ import argparse, json, os, sys, time
 import torch
 from pathlib import Path
 import hqg
-from .runs import new_run_dir, NULL_STRINGS
-from ..core import in_test
-from .report import demo_table
-from .enhance import (enhance_files, export_model, default_checkpoint, demo, DEMO_STEPS, score_pairs,
-                             results_table, guidance_code)
+from .runs import NULL_STRINGS
+from .enhance import enhance_files, export_model, default_checkpoint, demo, DEMO_STEPS
+from .enhance import score_pairs, results_table, guidance_code  # re-exported: hqg.app.cli.score_pairs etc. (notebooks use them)
 
 # %% auto #0
-__all__ = ['BENCH_IMAGE_SIZE', 'BENCHES', 'SUBCOMMANDS', 'bench_enhance', 'build_parser', 'main', 'bench_large']
+__all__ = ['BENCHES', 'SUBCOMMANDS', 'build_parser', 'main']
 
 # %% ../../nbs/26_app_cli.ipynb #5a551744
 def _cmd_samples(a):
@@ -23,66 +21,40 @@ def _cmd_samples(a):
     counts = make_samples(a.out, sets=tuple(a.sets), seed=a.seed)
     for k, v in counts.items(): print(f"{a.out}/{k}: {v} files")
 
-BENCH_IMAGE_SIZE = {"tiny": 128, "paper": 384}  # the sizes each preset is meant for
-
-def bench_enhance(checkpoint: str | Path | None = None, # model file (default: the shipped model, else an untrained tiny)
-                  image_size: int = 256, n: int = 8, device: str = "auto", repeats: int = 3, verbose: bool = True) -> dict:
-    "Images/s of `HQGNet.enhance` (one image at a time, as `hqg enhance` runs) on n random images."
-    import statistics
-    from hqg.model.networks import HQGNet
-    from hqg.core import get_device
-    dev = get_device(device)
-    try: net = HQGNet.from_checkpoint(checkpoint or default_checkpoint())
-    except FileNotFoundError: net = HQGNet(3, "tiny"); net.set_default_guidance(torch.rand(1, 3, 64, 64))
-    net = net.to(dev).eval(); xs = torch.rand(n, net.in_channels, image_size, image_size, device=dev)
-    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
-    net.enhance(xs[:1]); ts = []
-    for _ in range(repeats):
-        sync(); t0 = time.perf_counter()
-        for i in range(n): net.enhance(xs[i:i + 1])
-        sync(); ts.append(time.perf_counter() - t0)
-    res = dict(device=str(dev), image_size=image_size, n=n, images_per_s=n / statistics.median(ts))
-    if verbose: print(f"enhance on {dev}: {image_size}px images, {res['images_per_s']:.1f} images/s")
-    return res
-
 # %% ../../nbs/26_app_cli.ipynb #3e2990b3
+from . import speed  # the benchmarks (25b_app_speed)
+
 def _bench_wavelets(a):
-    from hqg.model.wavelets import bench_wavelets
-    bench_wavelets(batch=a.batch or 8, channels=3, size=a.image_size or 384, wavelet=a.wavelet, level=a.level, repeats=a.repeats)
+    speed.bench_wavelets(batch=a.batch or 8, channels=3, size=a.image_size or 384, wavelet=a.wavelet, level=a.level, repeats=a.repeats)
 
 def _bench_training(a):
-    from hqg.train.hqg import bench_training
     for size in a.sizes:
         dev = "cpu" if size == "tiny" and a.device == "auto" else a.device
-        bench_training(size, batch=a.batch or 4, image_size=a.image_size or (64 if size == "tiny" else 384),
+        speed.bench_training(size, batch=a.batch or 4, image_size=a.image_size or (64 if size == "tiny" else 384),
                        steps=a.repeats, device=dev)
         if size == "paper" and torch.cuda.is_available():
-            bench_training(size, batch=a.batch or 4, image_size=a.image_size or 384, steps=a.repeats,
+            speed.bench_training(size, batch=a.batch or 4, image_size=a.image_size or 384, steps=a.repeats,
                            device="cuda", amp=True, channels_last=True)
 
 def _bench_explorer(a):
-    from hqg.app.explorer import bench_explorer
-    bench_explorer(n=a.repeats)
+    speed.bench_explorer(n=a.repeats)
 
 def _bench_large(a):
-    rows = bench_large(side=a.image_size or 2048, verbose=not a.json)
+    rows = speed.bench_large(side=a.image_size or 2048, verbose=not a.json)
     if a.json: print(json.dumps({"rows": rows}))
 
-def _bench_enhance(a): bench_enhance(image_size=a.image_size or 256, n=a.batch or 8, device=a.device, repeats=a.repeats)
+def _bench_enhance(a): speed.bench_enhance(image_size=a.image_size or 256, n=a.batch or 8, device=a.device, repeats=a.repeats)
 
 def _bench_compare(a):
-    from hqg.model.released import compare_speed
-    compare_speed(image_size=a.image_size or 384, batch=a.batch or 1, device=a.device, repeats=a.repeats, presets=tuple(a.sizes))
+    speed.compare_speed(image_size=a.image_size or 384, batch=a.batch or 1, device=a.device, repeats=a.repeats, presets=tuple(a.sizes))
 
 def _bench_released(a):
-    from hqg.model.released import bench_released
-    bench_released(batch=a.batch or 1, image_size=a.image_size or 384, device=a.device, repeats=a.repeats)
+    speed.bench_released(batch=a.batch or 1, image_size=a.image_size or 384, device=a.device, repeats=a.repeats)
 
 def _bench_generator(a):
-    from hqg.model.networks import bench_generator
     for size in a.sizes:
-        bench_generator(size, batch=a.batch or (4 if size == "tiny" else 1),
-                        image_size=a.image_size or BENCH_IMAGE_SIZE[size], device=a.device, repeats=a.repeats)
+        speed.bench_generator(size, batch=a.batch or (4 if size == "tiny" else 1),
+                        image_size=a.image_size or speed.BENCH_IMAGE_SIZE[size], device=a.device, repeats=a.repeats)
 
 # %% ../../nbs/26_app_cli.ipynb #6ca76e9b
 BENCHES = {"wavelets": _bench_wavelets, "generator": _bench_generator, "training": _bench_training, "enhance": _bench_enhance,
@@ -349,50 +321,6 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as e:  # a failed notebook run (hqg.app.runs.NotebookError) or training stop (NaN guard)
         print(f"hqg: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 1
-
-# %% ../../nbs/26_app_cli.ipynb #e560f49d
-def _large_pair(side: int, seed: int, folder: Path) -> tuple[Path, Path]:
-    "A side² fundus photograph (skimage's retina, CC0, resized) and its 'fundus'-preset degradation, as PNG files."
-    import torch.nn.functional as F
-    from hqg.data.io import write_image
-    from hqg.data.degrade import degrade, estimate_fov
-    try: from skimage.data import retina
-    except ImportError: raise ImportError("bench large needs scikit-image (skimage.data.retina); pip install scikit-image") from None
-    gt = torch.from_numpy(retina()).permute(2, 0, 1).float()[None] / 255
-    gt = F.interpolate(gt, size=(side, side), mode="bicubic", align_corners=False).clamp(0, 1)
-    lq, _ = degrade(gt, "fundus", seed=seed, fov=estimate_fov(gt))
-    (folder / "lq").mkdir(parents=True, exist_ok=True); (folder / "gt").mkdir(exist_ok=True)
-    return write_image(folder / "lq" / "fundus.png", lq[0]), write_image(folder / "gt" / "fundus.png", gt[0])
-
-# %% ../../nbs/26_app_cli.ipynb #8bdd11e1
-def bench_large(checkpoint: str | Path | None = None, # model file (default: the shipped model)
-                side: int = 2048, # side of the square photograph
-                seed: int = 0, # degradation seed
-                scales: tuple = ("auto", "none"), # `hqg enhance --scale` values to compare
-                verbose: bool = True) -> list[dict]:
-    "One side² fundus photograph through `hqg enhance` (a fresh process per scale): seconds, peak memory, PSNR/SSIM."
-    import subprocess, tempfile, re
-    from hqg.data.io import read_image
-    from hqg.data.degrade import estimate_fov
-    from hqg.eval.metrics import psnr, ssim
-    ck = str(checkpoint or default_checkpoint()); rows = []
-    with tempfile.TemporaryDirectory(prefix="hqg-large-") as tmp:
-        lq, gt = _large_pair(side, seed, Path(tmp))
-        y = read_image(gt)[None]; m = estimate_fov(y); x = read_image(lq)[None]
-        for sc in scales:
-            out = Path(tmp) / f"out_{sc}"
-            r = subprocess.run([sys.executable, "-m", "hqg.app.cli", "enhance", "--checkpoint", ck, "--input", str(lq.parent),
-                                "--output", str(out), "--scale", str(sc)], capture_output=True, text=True)
-            if r.returncode != 0: raise RuntimeError(f"hqg enhance --scale {sc} failed: {r.stderr.strip()[-500:]}")
-            t, mem = re.search(r"in ([\d.]+) s .*peak memory (\d+) MiB", r.stdout).groups()
-            e = read_image(out / "fundus.png")[None]
-            rows.append(dict(scale=str(sc), side=side, seconds=float(t), peak_mib=int(mem), out_shape=list(e.shape[-2:]),
-                             psnr_in=psnr(x, y, mask=m).item(), psnr=psnr(e, y, mask=m).item(),
-                             ssim_in=ssim(x, y, mask=m).item(), ssim=ssim(e, y, mask=m).item()))
-            if verbose: print(f"{side}px fundus, --scale {sc}: {float(t):.1f} s, peak {mem} MiB, output {e.shape[-1]}x{e.shape[-2]}, "
-                              f"PSNR {rows[-1]['psnr_in']:.2f} -> {rows[-1]['psnr']:.2f} dB, "
-                              f"SSIM {rows[-1]['ssim_in']:.4f} -> {rows[-1]['ssim']:.4f} (inside the FOV)", flush=True)
-    return rows
 
 # %% ../../nbs/26_app_cli.ipynb #7a0ade2c
 #| eval: false

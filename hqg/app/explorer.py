@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import ipywidgets as W
-from ..core import check_image, convert_channels, in_test, method_of
+from ..core import check_image, convert_channels, method_of
 from ..data.io import read_image, list_images
 from ..model.wavelets import wavedec2, waverec2, max_level
 from .. import degrade as D
@@ -18,7 +18,7 @@ from ..eval.drift import structure_drift
 
 # %% auto #0
 __all__ = ['VIEWS', 'OVERLAYS', 'load_images', 'to_hwc', 'detail_energy', 'GuidanceExplorer', 'DegradationExplorer',
-           'WaveletExplorer', 'bench_explorer']
+           'WaveletExplorer']
 
 # %% ../../nbs/19_app_explorer.ipynb #ae4a39a3
 def load_images(images, # a folder, or a list of (C,H,W) tensors / image paths
@@ -402,34 +402,3 @@ def _refresh(self: WaveletExplorer) -> dict:
                                      np.clip(shown, 0, 1).transpose(1, 2, 0), None)])
     self.error.value = f"reconstruction error max|x - waverec2(wavedec2(x))| = {r['error']:.2e}"
     return r
-
-# %% ../../nbs/19_app_explorer.ipynb #c335f372
-def bench_explorer(model=None, # an HQGNet; None: the shipped data_samples/models/fundus_tiny.pt
-                   n: int = 5, # slider moves per measurement
-                   threads: int | None = 2, # torch CPU threads during the benchmark (None: leave as is)
-                   verbose: bool = True,
-                   overlay: str = "none", # overlay shown while the slider moves (see OVERLAYS)
-                  ) -> dict:
-    "Median seconds of a guidance-slider change (uncached and cached code) on the shipped fundus samples."
-    from hqg.core import repo_file as _repo_file
-    from hqg.model.networks import HQGNet
-    model = model or HQGNet.from_checkpoint(_repo_file("data_samples", "models", "fundus_tiny.pt"))
-    root = _repo_file("data_samples", "fundus")
-    old = torch.get_num_threads()
-    if threads: torch.set_num_threads(threads)
-    try:
-        ex = GuidanceExplorer(model, list_images(root / "lq")[:1], root / "hq")
-        ex.overlay.value = overlay
-        m = len(ex.hq_images); unc, cac = [], []
-        for i in range(n):
-            ex._codes.clear(); ex.code(0)                 # only index 0 cached
-            j = 1 + i % (m - 1)
-            t = time.perf_counter(); ex.guide_a.value = j; unc.append(time.perf_counter() - t)
-            t = time.perf_counter(); ex.guide_a.value = 0; cac.append(time.perf_counter() - t)
-    finally: torch.set_num_threads(old)
-    out = dict(uncached_s=float(np.median(unc)), cached_s=float(np.median(cac)), n=n, overlay=overlay,
-               threads=torch.get_num_threads() if not threads else threads,
-               size=tuple(ex.lq_images[0].shape[-2:]))
-    if verbose: print(f"guidance-slider change ({out['size'][0]} px, {out['threads']} threads, overlay {overlay}): "
-                      f"uncached code {out['uncached_s']:.3f} s, cached code {out['cached_s']:.3f} s")
-    return out

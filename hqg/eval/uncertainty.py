@@ -4,20 +4,19 @@
 
 # %% ../../nbs/15_eval_uncertainty.ipynb #81e0a8ca
 from __future__ import annotations
-import numbers, statistics, time
+import numbers
 from typing import NamedTuple
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
-from ..core import check_image, as_batch, unbatch, convert_channels, crop_to
+from ..core import check_image, as_batch, unbatch, convert_channels
 from ..model.networks import HQGNet
-from ..model.generator import Generator, CPU_CHUNK_PIXELS
+from ..model.generator import Generator
 from ..model.blocks import pad_input
 
 # %% auto #0
 __all__ = ['sample_seed', 'sample_generator', 'Samples', 'enhance_samples', 'local_contrast', 'uncertainty_map',
-           'uncertainty_score', 'bench_uncertainty']
+           'uncertainty_score']
 
 # %% ../../nbs/15_eval_uncertainty.ipynb #c748745e
 def _check_int(v, name: str, lo: int) -> int:
@@ -142,43 +141,3 @@ def uncertainty_score(std: torch.Tensor, # (B,C,H,W) or (C,H,W) per-pixel sample
     cnt = f.sum((1, 2, 3))
     if (cnt == 0).any(): raise ValueError("fov: no pixel inside the mask for some image of the batch")
     return unbatch(torch.where(f, ub, 0).sum((1, 2, 3)) / cnt, added)
-
-# %% ../../nbs/15_eval_uncertainty.ipynb #f1247023
-def bench_uncertainty(model: HQGNet | None = None, # None: the shipped data_samples/models/fundus_tiny.pt
-                      n: int = 8, # samples
-                      size: int = 256, # square image size (a shipped LQ view, resized)
-                      repeats: int = 5, # timed repetitions (median), after one warm-up
-                      threads: int | None = 2, # torch CPU threads during the benchmark (None: leave as is)
-                      chunk: int | None = None, # chunk of enhance_samples
-                      reference: bool = True, # also time the per-sample path (fast=False)
-                      verbose: bool = True,
-                     ) -> dict:
-    "Median seconds of one enhancement vs enhance_samples(n) on a size x size image (interleaved runs), and their ratio."
-    from hqg.core import repo_file
-    from hqg.data.io import read_image, list_images
-    model = model or HQGNet.from_checkpoint(repo_file("data_samples", "models", "fundus_tiny.pt"))
-    x = read_image(list_images(repo_file("data_samples", "fundus", "lq"))[0])[None]
-    x = convert_channels(F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1),
-                         model.in_channels).to(model.device)
-    code = None if model.has_default_guidance else torch.zeros(1, model.code_dim)
-    old = torch.get_num_threads()
-    if threads: torch.set_num_threads(threads)
-    fns = {"plain": lambda: model.enhance(x, code=code, temperature=1.0, generator=sample_generator(0, 0)),
-           "fast": lambda: enhance_samples(model, x, code=code, n=n, chunk=chunk)}
-    if reference: fns["ref"] = lambda: enhance_samples(model, x, code=code, n=n, fast=False)
-    ts = {k: [] for k in fns}
-    try:
-        for f in fns.values(): f()                                    # warm-up
-        for _ in range(repeats):                                      # interleaved: a load change hits all alike
-            for k, f in fns.items():
-                t = time.perf_counter(); f(); ts[k].append(time.perf_counter() - t)
-    finally: torch.set_num_threads(old)
-    plain, fast = statistics.median(ts["plain"]), statistics.median(ts["fast"])
-    ref = statistics.median(ts["ref"]) if reference else float("nan")
-    out = dict(size=size, n=n, threads=threads or old, plain_s=plain, samples_s=fast, ratio=fast / plain,
-               reference_s=ref, reference_ratio=ref / plain)
-    if verbose:
-        print(f"{size}x{size}, {out['threads']} threads: one enhancement {plain * 1e3:.0f} ms; enhance_samples(n={n}) "
-              f"{fast * 1e3:.0f} ms = {fast / plain:.2f}x" + (f" (per-sample decode {ref * 1e3:.0f} ms = "
-              f"{ref / plain:.2f}x)" if reference else ""))
-    return out

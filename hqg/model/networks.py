@@ -4,7 +4,7 @@
 
 # %% ../../nbs/08_model_networks.ipynb #65fd2826
 from __future__ import annotations
-import os, re, statistics, time
+import os, re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from .. import __version__
 from ..data.io import atomic_write
-from ..core import check_image, as_batch, unbatch, get_device, method_of, setting, Settings, check_value
+from ..core import check_image, as_batch, unbatch, method_of, setting, Settings, check_value
 from .blocks import *  # re-exported: hqg.model.networks.GuidanceEncoder etc. keep working
 from .generator import *  # re-exported: hqg.model.networks.Generator etc.
 from ..data.degrade import estimate_fov, fov_mask
@@ -21,7 +21,7 @@ from ..data.degrade import estimate_fov, fov_mask
 # %% auto #0
 __all__ = ['ARCHITECTURES', 'VARIANTS', 'RELEASED_PARAMS', 'FOV_MODES', 'FOV_COVER', 'AUTO_SCALE_ABOVE', 'CKPT_FORMATS',
            'make_generator', 'resolve_config', 'ModelConfig', 'HQGNet', 'mean_guidance_code', 'encode_tiled',
-           'newer_version_note', 'model_summary', 'bench_generator']
+           'newer_version_note', 'model_summary']
 
 # %% ../../nbs/08_model_networks.ipynb #cbf92453
 ARCHITECTURES = {
@@ -411,38 +411,3 @@ def model_summary(model: HQGNet | str = "tiny", # an HQGNet (its config is used)
             rel = f"{RELEASED_PARAMS[k] / 1e6:.1f}" if k in RELEASED_PARAMS else "-"
             print(f"  {k:7s} {v['params'] / 1e6:8.2f} {v['macs'] / 1e9:9.2f}   {rel}")
     return out
-
-# %% ../../nbs/08_model_networks.ipynb #f1f315e8
-def bench_generator(size: str = "tiny", # preset name
-                    batch: int = 1, # batch size
-                    image_size: int = 64, # square input size
-                    device: str = "cpu", # "cpu", "cuda", "auto", ...
-                    repeats: int = 3, # timed repetitions (median reported), after one warm-up
-                    in_channels: int = 3, # image channels
-                    variant: str = "hqg", # HQGNet variant
-                    verbose: bool = True, # print a one-line result
-                   ) -> dict:
-    "Median forward and forward+backward times (ms) of a freshly built generator, with its size."
-    dev = get_device(device)
-    gen = make_generator(in_channels, resolve_config(size, variant)).to(dev)
-    x = torch.rand(batch, in_channels, image_size, image_size, device=dev)
-    code = torch.randn(batch, gen.code_hq, device=dev)
-    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
-    def timed(fn):
-        fn(); sync(); ts = []
-        for _ in range(repeats):
-            t0 = time.perf_counter(); fn(); sync(); ts.append((time.perf_counter() - t0) * 1e3)
-        return statistics.median(ts)
-    def fwd():
-        with torch.no_grad(): gen(x, code, 0.0)
-    def fwd_bwd():
-        out = gen(x, code, 1.0); (out.x_enh.mean() + out.kl).backward()
-    gen.eval(); t_f = timed(fwd)
-    gen.train(); t_fb = timed(fwd_bwd)
-    res = dict(size=size, variant=variant, device=str(dev), batch=batch, image_size=image_size,
-               params=count_params(gen), gmacs=estimate_macs(gen, x[:1], code[:1], 0.0) * batch / 1e9,
-               forward_ms=t_f, forward_backward_ms=t_fb)
-    if verbose:
-        print(f"{size}/{variant} on {dev}: batch {batch}, {image_size}px, {res['params'] / 1e6:.2f} M params, "
-              f"{res['gmacs']:.2f} GMACs; forward {t_f:.1f} ms, forward+backward {t_fb:.1f} ms")
-    return res

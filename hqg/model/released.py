@@ -8,15 +8,14 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from ..core import check_image, to_signed, pad_to_multiple, crop_to, get_device, seed_everything
-from ..bench import timed, median_ms, PeakMemory, markdown_table
-from .networks import HQGNet, RELEASED_PARAMS
-from .blocks import count_params, estimate_macs
+from ..core import check_image, to_signed, pad_to_multiple, crop_to
+from .networks import HQGNet
+from .blocks import count_params
 
 # %% auto #0
-__all__ = ['HQ_DOMAIN', 'LQ_DOMAIN', 'TRUNK_WIDTHS', 'SPEED_COLUMNS', 'ReleasedEncoder', 'AdaIN', 'AdaINUpBlock',
-           'ReleasedGenerator', 'ReleasedStyleEncoder', 'ReleasedDiscriminator', 'ReleasedNet', 'released_params',
-           'make_optimizers', 'equivalent_train_step', 'bench_released', 'bench_hqg', 'compare_speed']
+__all__ = ['HQ_DOMAIN', 'LQ_DOMAIN', 'TRUNK_WIDTHS', 'ReleasedEncoder', 'AdaIN', 'AdaINUpBlock', 'ReleasedGenerator',
+           'ReleasedStyleEncoder', 'ReleasedDiscriminator', 'ReleasedNet', 'released_params', 'step_fns',
+           'make_optimizers', 'equivalent_train_step']
 
 # %% ../../nbs/09_model_released.ipynb #568383f4
 def _lrelu(x: torch.Tensor) -> torch.Tensor: return F.leaky_relu(x, 0.2)
@@ -220,7 +219,7 @@ def released_params(in_channels: int = 3) -> dict[str, int]:
     return {k: count_params(getattr(net, k)) for k in ("gen", "enc_hq", "disc")}
 
 # %% ../../nbs/09_model_released.ipynb #f810a1fd
-def _step_fns(net: ReleasedNet | HQGNet):
+def step_fns(net: ReleasedNet | HQGNet):
     "(gen_fn(x, code, train) -> (x_enh, extra loss), disc_fn(x) -> logits, enc_fn(x) -> code) of either architecture."
     if isinstance(net, ReleasedNet):
         return (lambda x, c, train: (net.gen(x, c), x.new_zeros(())),
@@ -245,7 +244,7 @@ def equivalent_train_step(net: ReleasedNet | HQGNet, opt_g: torch.optim.Optimize
                           lambda_l1: float = 1.0, # weight of the L1 content stand-in
                          ) -> dict[str, float]: # {"loss_d", "loss_g"}
     "One GAN step (E forward, G forward, D update on real+fake with R1, G update) of the same shape for both models."
-    gen_fn, disc_fn, enc_fn = _step_fns(net)
+    gen_fn, disc_fn, enc_fn = step_fns(net)
     with torch.no_grad(): code = enc_fn(x_hq)
     x_enh, extra = gen_fn(x_lq, code, True)
     net.disc.requires_grad_(True)
@@ -262,96 +261,3 @@ def equivalent_train_step(net: ReleasedNet | HQGNet, opt_g: torch.optim.Optimize
         opt_g.zero_grad(set_to_none=True); loss_g.backward(); opt_g.step(); opt_g.zero_grad(set_to_none=True)
     finally: net.disc.requires_grad_(True)
     return {"loss_d": loss_d.item(), "loss_g": loss_g.item()}
-
-# %% ../../nbs/09_model_released.ipynb #4c0af481
-def _check_bench_args(batch, image_size, repeats):
-    for name, v in dict(batch=batch, image_size=image_size, repeats=repeats).items():
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
-
-def _macs(net: ReleasedNet | HQGNet, c: int, image_size: int, batch: int, code_dim: int) -> dict[str, float]:
-    "GMACs of gen / enc_hq / disc for one batch, on a meta-device copy of `net`'s architecture."
-    x = torch.empty(1, c, image_size, image_size, device="meta")
-    code = torch.empty(1, code_dim, device="meta")
-    gen_args = (x, code) if isinstance(net, ReleasedNet) else (x, code, 0.0)
-    return {f"{k}_gmacs": estimate_macs(getattr(net, k), *a) * batch / 1e9
-            for k, a in (("gen", gen_args), ("enc_hq", (x,)), ("disc", (x,)))}
-
-# %% ../../nbs/09_model_released.ipynb #fcd5b353
-def _bench(name: str, net: ReleasedNet | HQGNet, meta_net, code_dim: int, batch: int, image_size: int,
-           device, repeats: int, verbose: bool) -> dict:
-    _check_bench_args(batch, image_size, repeats)
-    dev, c = get_device(device), net.in_channels
-    g = seed_everything(0)
-    x_lq, x_hq = (torch.rand(batch, c, image_size, image_size, generator=g).to(dev) for _ in range(2))
-    net = net.to(dev).train()
-    gen_fn, _, enc_fn = _step_fns(net)
-    with torch.no_grad(): code = enc_fn(x_hq)
-    def fwd():
-        with torch.no_grad(): gen_fn(x_lq, code, False)
-    def fwd_bwd():
-        x_enh, extra = gen_fn(x_lq, code, True); (x_enh.mean() + extra).backward()
-    net.gen.eval()
-    with PeakMemory(dev) as mem_f: t_f = timed(fwd, repeats, 1, dev)
-    net.gen.train(); t_fb = timed(fwd_bwd, repeats, 1, dev); net.gen.zero_grad(set_to_none=True)
-    opt_g, opt_d = make_optimizers(net)
-    step = lambda: equivalent_train_step(net, opt_g, opt_d, x_lq, x_hq)
-    step()  # warm-up outside the memory measurement: creates Adam's state
-    with PeakMemory(dev) as mem_s: t_s = timed(step, repeats, 0, dev)
-    res = dict(name=name, device=str(dev), threads=torch.get_num_threads() if dev.type == "cpu" else None,
-               batch=batch, image_size=image_size, repeats=repeats,
-               **{f"{k}_params": count_params(getattr(net, k)) for k in ("gen", "enc_hq", "disc")},
-               **_macs(meta_net, c, image_size, batch, code_dim),
-               forward_ms=median_ms(t_f), forward_backward_ms=median_ms(t_fb), train_step_ms=median_ms(t_s),
-               forward_peak_mb=mem_f.peak_mb, train_step_peak_mb=mem_s.peak_mb, train_step_peak_total_mb=mem_s.peak_total_mb,
-               memory_method=mem_s.method, memory_exact=mem_s.exact)
-    if verbose:
-        print(f"{name} on {dev}: batch {batch}, {image_size}px, G {res['gen_params'] / 1e6:.2f} M params, "
-              f"{res['gen_gmacs']:.1f} GMACs; forward {res['forward_ms']:.0f} ms, fwd+bwd {res['forward_backward_ms']:.0f} ms, "
-              f"train step {res['train_step_ms']:.0f} ms, peak +{res['train_step_peak_mb']:.0f} MiB ({mem_s.method})")
-    return res
-
-# %% ../../nbs/09_model_released.ipynb #612b0b20
-def bench_released(batch: int = 1, image_size: int = 384, # the released code trained at batch 1, 384 px
-                   device: str = "cpu", # "cpu", "cuda", "auto", ...
-                   repeats: int = 3, # timed repetitions (median), after a warm-up
-                   *, in_channels: int = 3, verbose: bool = True) -> dict:
-    "Forward, forward+backward and training-step times (ms), params, GMACs and peak memory of the released architecture."
-    _check_bench_args(batch, image_size, repeats)
-    torch.manual_seed(0)
-    net = ReleasedNet(in_channels)
-    with torch.device("meta"): meta = ReleasedNet(in_channels)
-    return _bench("released", net, meta, net.style_dim, batch, image_size, device, repeats, verbose)
-
-def bench_hqg(size: str = "paper", # HQGNet preset
-              batch: int = 1, image_size: int = 384, device: str = "cpu", repeats: int = 3,
-              *, in_channels: int = 3, variant: str = "hqg", verbose: bool = True) -> dict:
-    "The figures of `bench_released` for an hqg preset (same step, same settings)."
-    _check_bench_args(batch, image_size, repeats)
-    torch.manual_seed(0)
-    net = HQGNet(in_channels, size, variant)
-    with torch.device("meta"): meta = HQGNet(in_channels, size, variant)
-    return _bench(f"hqg {size}" + ("" if variant == "hqg" else f"/{variant}"), net, meta, net.code_dim,
-                  batch, image_size, device, repeats, verbose)
-
-# %% ../../nbs/09_model_released.ipynb #c265cc29
-SPEED_COLUMNS = {"name": "model", "gen_params_m": "G params (M)", "all_params_m": "G+E+D params (M)",
-                 "gen_gmacs": "G GMACs", "forward_ms": "G fwd (ms)", "forward_backward_ms": "G fwd+bwd (ms)",
-                 "train_step_ms": "train step (ms)", "train_step_peak_mb": "step peak (MiB)"}
-
-def compare_speed(image_size: int = 384, batch: int = 1, device: str = "cpu", repeats: int = 3,
-                  presets: tuple[str, ...] = ("paper", "tiny"), # hqg presets to run beside the released architecture
-                  *, in_channels: int = 3, verbose: bool = True) -> list[dict]:
-    "Rows of `bench_hqg` for each preset and `bench_released`, same settings; prints a markdown table."
-    _check_bench_args(batch, image_size, repeats)
-    rows = [bench_hqg(p, batch, image_size, device, repeats, in_channels=in_channels, verbose=False) for p in presets]
-    rows.append(bench_released(batch, image_size, device, repeats, in_channels=in_channels, verbose=False))
-    for r in rows:
-        r["gen_params_m"] = r["gen_params"] / 1e6
-        r["all_params_m"] = (r["gen_params"] + r["enc_hq_params"] + r["disc_params"]) / 1e6
-    if verbose:
-        r0 = rows[0]
-        threads = f", {r0['threads']} torch threads" if r0["threads"] else ""
-        print(f"{r0['device']}{threads}, batch {batch}, {image_size}x{image_size}, median of {repeats}; "
-              f"peak = memory above the model's own ({r0['memory_method']})\n")
-        print(markdown_table(rows, SPEED_COLUMNS))
-    return rows

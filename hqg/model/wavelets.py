@@ -4,17 +4,17 @@
 
 # %% ../../nbs/05_model_wavelets.ipynb #61548e24
 from __future__ import annotations
-import functools, math, time, warnings
+import functools, warnings
 import numpy as np
 import pywt
 import torch
 import torch.nn.functional as F
 from torch import nn
-from ..core import check_image, in_test
+from ..core import check_image
 
 # %% auto #0
 __all__ = ['MODES', 'FAMILIES', 'get_wavelet', 'wavelet_filters', 'max_level', 'wavedec2', 'waverec2', 'DWT2', 'IDWT2',
-           'show_subbands', 'bench_wavelets']
+           'show_subbands']
 
 # %% ../../nbs/05_model_wavelets.ipynb #3ebca94e
 MODES = ("periodization", "symmetric", "zero", "reflect", "periodic", "constant")
@@ -377,42 +377,3 @@ def show_subbands(x: torch.Tensor, # one image (C,H,W) or (1,C,H,W), C = 1 or 3,
         ax.set_title(f"{get_wavelet(wavelet).name}, {level} levels, {mode}", fontsize=8)
     fig.tight_layout(); plt.close(fig)
     return fig
-
-# %% ../../nbs/05_model_wavelets.ipynb #1f245829
-def bench_wavelets(batch: int = 8, channels: int = 3, size: int = 384, # input (batch, channels, size, size)
-                   wavelet: str = "db2", level: int = 3, mode: str = "periodization",
-                   repeats: int = 7, # timed runs per implementation (after one warm-up)
-                   threads: int | None = None, # torch threads for hqg (None: keep `torch.get_num_threads()`)
-                   verbose: bool = True, # print a small table
-                  ) -> dict:
-    "Time `pywt.wavedec2` and hqg's `wavedec2` on the same float32 array; return best/median ms and speedup."
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"threads: expected None or an integer >= 1, got {threads!r}")
-    x = torch.rand(batch, channels, size, size, generator=torch.Generator().manual_seed(0))
-    xn = x.numpy()
-    def timed(fn):
-        res, ts = fn(), []
-        for _ in range(repeats):
-            t0 = time.perf_counter(); res = fn(); ts.append(time.perf_counter() - t0)
-        return 1e3 * min(ts), 1e3 * float(np.median(ts)), res
-    p_best, p_med, ref = timed(lambda: pywt.wavedec2(xn, wavelet, mode=mode, level=level, axes=(-2, -1)))
-    before = torch.get_num_threads()
-    try:
-        if threads is not None: torch.set_num_threads(threads)
-        n_threads = torch.get_num_threads()
-        with torch.inference_mode():
-            h_best, h_med, ours = timed(lambda: wavedec2(x, wavelet, level, mode))
-    finally:
-        torch.set_num_threads(before)
-    r = dict(shape=tuple(x.shape), wavelet=wavelet, level=level, mode=mode, threads=n_threads,
-             pywt_best_ms=p_best, pywt_median_ms=p_med, hqg_best_ms=h_best, hqg_median_ms=h_med,
-             speedup=p_best / h_best, speedup_median=p_med / h_med,
-             max_abs_diff=float(np.abs(ours[0].numpy() - ref[0]).max()))
-    if verbose:
-        print(f"wavedec2 {wavelet}, level {level}, {mode}, input {'x'.join(map(str, r['shape']))} float32, "
-              f"torch threads {r['threads']}, best/median of {repeats}")
-        print(f"{'':10}{'best ms':>10}{'median ms':>11}")
-        print(f"{'PyWavelets':10}{p_best:10.2f}{p_med:11.2f}\n{'hqg':10}{h_best:10.2f}{h_med:11.2f}")
-        print(f"speedup {r['speedup']:.1f}x (best), {r['speedup_median']:.1f}x (median); "
-              f"max |diff| {r['max_abs_diff']:.1e}")
-    return r

@@ -4,26 +4,14 @@
 
 # %% ../../nbs/11a_train_hqg.ipynb #07e5dbfb
 from __future__ import annotations
-import copy, csv, inspect, json, os, random, shutil, statistics, tempfile, time
-from contextlib import nullcontext
-from dataclasses import dataclass, fields, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable
-import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-import torch.distributed as dist
-import kornia
-from torch.nn.parallel import DistributedDataParallel
-from torch.optim.lr_scheduler import LambdaLR
-from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
-from .. import __version__
-from ..core import check_image, get_device, method_of, setting, Settings
-from ..data.io import write_image, atomic_write
-from ..data import make_loader, set_loader_epoch, seeded_generator
-from ..model.networks import HQGNet, encode_tiled, newer_version_note
+from torch.utils.data import Dataset
+from ..core import check_image, method_of, setting, Settings
+from ..data import seeded_generator
+from ..model.networks import HQGNet, encode_tiled
 from ..model.blocks import freeze, count_params
 from ..model.losses import HQGLoss, TERM_NAMES
 from ..model.gan import gan_loss_d, r1_penalty
@@ -31,7 +19,7 @@ from .parts import *
 from .loop import *
 
 # %% auto #0
-__all__ = ['GANConfig', 'HQGOptions', 'HQGStep', 'Trainer', 'bench_training']
+__all__ = ['GANConfig', 'HQGOptions', 'HQGStep', 'Trainer']
 
 # %% ../../nbs/11a_train_hqg.ipynb #1417f616
 @dataclass(frozen=True)
@@ -296,48 +284,3 @@ class Trainer(Loop):
 
     gen_ema = property(lambda self: self.ema)
     def ema_model(self) -> HQGNet: return self.step_fn.inference_model(self.ema)
-
-# %% ../../nbs/11a_train_hqg.ipynb #ddb80aa7
-class _RandomPairs(Dataset):
-    "Smooth random LQ/HQ images (upsampled noise) for benchmarks."
-    def __init__(self, n: int, channels: int, size: int, seed: int = 0): self.n, self.c, self.s, self.seed = n, channels, size, seed
-    def __len__(self): return self.n
-    def __getitem__(self, i):
-        g = torch.Generator().manual_seed(self.seed * 100003 + i)
-        im = lambda: F.interpolate(torch.rand(1, self.c, max(2, self.s // 8), max(2, self.s // 8), generator=g),
-                                   size=(self.s, self.s), mode="bilinear", align_corners=False)[0]
-        return {"lq": im(), "hq": im()}
-
-# %% ../../nbs/11a_train_hqg.ipynb #832ecfe0
-def bench_training(size: str = "tiny", # HQGNet preset
-                   batch: int = 4, # batch size
-                   image_size: int = 128, # square training crops
-                   steps: int = 5, # timed steps
-                   device: str = "cpu", # "cpu", "cuda", "auto"
-                   *, amp: bool = False, channels_last: bool = False, # CUDA only
-                   warmup: int = 1, # untimed steps first
-                   in_channels: int = 3, variant: str = "hqg",
-                   verbose: bool = True, # print one line
-                  ) -> dict:
-    "Training speed of `size` on `device`: median seconds/step, steps/s, images/s (and peak CUDA memory)."
-    dev = get_device(device)
-    net = HQGNet(in_channels, size, variant)
-    with tempfile.TemporaryDirectory() as d:
-        tr = Trainer(net, HQGLoss(), _RandomPairs(2 * batch, in_channels, image_size), run_dir=d, batch_size=batch,
-                     log_every=0, sample_every=0, ckpt_every=0, device=dev, amp=amp, channels_last=channels_last, progress=False)
-        sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
-        batches, times = endless_batches(tr), []
-        for i in range(warmup + steps):
-            if i == warmup and dev.type == "cuda": torch.cuda.reset_peak_memory_stats(dev)
-            b = next(batches); sync(); t0 = time.perf_counter()
-            tr.train_step(b); sync(); times.append(time.perf_counter() - t0)
-    dt = statistics.median(times[warmup:])
-    res = dict(size=size, variant=variant, device=str(dev), batch=batch, image_size=image_size, steps=steps,
-               amp=tr.amp, channels_last=tr.channels_last, s_per_step=dt, steps_per_s=1 / dt, images_per_s=batch / dt,
-               s_per_step_mean=statistics.mean(times[warmup:]),
-               peak_mem_mb=torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None)
-    if verbose:
-        mem = f", peak {res['peak_mem_mb']:.0f} MiB" if res["peak_mem_mb"] is not None else ""
-        print(f"train {size}/{variant} on {dev}{' (bf16 AMP)' if tr.amp else ''}: batch {batch}, {image_size}px: "
-              f"{res['steps_per_s']:.2f} steps/s, {res['images_per_s']:.1f} images/s{mem}")
-    return res
