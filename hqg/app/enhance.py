@@ -4,11 +4,10 @@
 
 # %% ../../nbs/25a_app_enhance.ipynb #54091aa5
 from __future__ import annotations
-import argparse, json, os, sys, time
+import json, time
 import torch
 from pathlib import Path
-import hqg
-from .runs import new_run_dir, NULL_STRINGS
+from .runs import new_run_dir
 from ..core import in_test
 from .report import demo_table
 

@@ -4,11 +4,10 @@
 
 # %% ../../nbs/25_app_report.ipynb #adde99f4
 from __future__ import annotations
-import json, math, re, shutil
+import json, math, re
 from pathlib import Path
 from ..core import repo_file
-from .benchmark import results_table as bench_table, claim_check, summarize_runs
-from ..eval.evaluate import mean_std
+from .benchmark import results_table as bench_table, claim_check
 
 # %% auto #0
 __all__ = ['RECORDS', 'DOCS', 'SHIPPED_KEYS', 'BLOCKS', 'add_record', 'demo_table', 'block_demo', 'block_shipped',

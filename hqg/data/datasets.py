@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, DataLoader, Sampler, default_collate
 from kornia.geometry.transform import get_rotation_matrix2d, warp_affine
 from ..core import check_image, method_of, setting, Settings
-from .io import read_image, list_images, ImageReadError
+from .io import read_image, list_images
 
 # %% auto #0
 __all__ = ['LAYOUTS', 'find_layout', 'image_list', 'match_masks', 'load_mask', 'random_view', 'seeded_generator', 'ViewConfig',

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from ..core import check_image
-from .io import write_image, read_image, list_images
+from .io import write_image
 from .degrade import degrade, estimate_fov, synth_vessels, synth_nerves
 
 # %% auto #0

@@ -4,13 +4,11 @@
 
 # %% ../../nbs/01a_data_synth.ipynb #1966b615
 from __future__ import annotations
-import io, math, numbers
-from typing import Callable, Sequence
+import math, numbers
+from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
-from ..core import check_image, as_batch, unbatch, convert_channels
 
 # %% auto #0
 __all__ = ['smooth_field', 'render_capsules', 'murray_split', 'synth_vessels', 'synth_nerves']

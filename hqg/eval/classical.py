@@ -5,12 +5,10 @@
 # %% ../../nbs/17_eval_classical.ipynb #c1fdb2e8
 from __future__ import annotations
 import inspect, math
-from pathlib import Path
 from typing import Callable
 import torch
-import torch.nn as nn
 import kornia
-from ..core import check_image, as_batch, unbatch, convert_channels, method_of, setting, Settings
+from ..core import check_image, as_batch, unbatch, convert_channels
 from .metrics import check_mask
 
 # %% auto #0

@@ -8,14 +8,10 @@ import csv, json, math, time
 from pathlib import Path
 from typing import Callable
 import torch
-import torch.nn.functional as F
-import kornia
-from ..core import check_image, convert_channels, get_device, fmt_mean_std
+from ..core import convert_channels, get_device, fmt_mean_std
 from ..data.io import read_image, write_image, list_images, ImageReadError
-from ..model.wavelets import wavedec2
-from ..data.degrade import estimate_fov, fov_mask
+from ..data.degrade import estimate_fov
 from .metrics import evaluate_pair
-from ..model.guide import vessel_scale_contrast
 from ..model.networks import HQGNet
 from .classical import CLASSICAL
 from .uncertainty import enhance_samples, uncertainty_map, uncertainty_score

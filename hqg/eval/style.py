@@ -4,22 +4,16 @@
 
 # %% ../../nbs/17a_eval_style.ipynb #ef9cd6ab
 from __future__ import annotations
-import csv, json, math, time
+import json, math
 from pathlib import Path
 from typing import Callable
 import torch
 import torch.nn.functional as F
-import kornia
-from ..core import check_image, convert_channels, get_device, fmt_mean_std
-from ..data.io import read_image, write_image, list_images, ImageReadError
+from ..core import check_image
+from ..data.io import list_images
 from ..model.wavelets import wavedec2
 from ..data.degrade import estimate_fov, fov_mask
-from .metrics import evaluate_pair
 from ..model.guide import vessel_scale_contrast
-from ..model.networks import HQGNet
-from .classical import CLASSICAL
-from .uncertainty import enhance_samples, uncertainty_map, uncertainty_score
-from .drift import structure_drift, structure_vs_mask
 
 # %% auto #0
 __all__ = ['DOG_SIGMAS', 'FOLLOW_EPS', 'style_stats', 'style_names', 'vessel_contrast', 'noise_level', 'border_mean',

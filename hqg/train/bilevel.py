@@ -17,8 +17,8 @@ from ..data.io import read_image
 from ..data import image_list, match_masks, load_mask, random_view, seeded_generator, make_loader, set_loader_epoch
 from ..model.networks import HQGNet
 from ..model.blocks import freeze
-from ..model.losses import HQGLoss, TERM_NAMES, seg_loss
-from .loop import Loop, check_batch, load_checkpoint, pop_options
+from ..model.losses import HQGLoss, seg_loss
+from .loop import Loop, check_batch, pop_options
 from .hqg import HQGStep, GANConfig, HQGOptions, Trainer
 
 # %% auto #0

@@ -4,15 +4,12 @@
 
 # %% ../../nbs/13_train_cyclegan.ipynb #3bbe5152
 from __future__ import annotations
-import dataclasses, inspect, math
+import dataclasses, math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 import torch
 import torch.nn as nn
-import kornia
-from ..core import check_image, as_batch, unbatch, convert_channels, method_of, setting, Settings
-from ..data.io import write_image
+from ..core import method_of, setting, Settings
 from ..model.networks import HQGNet, make_generator
 from ..model.blocks import Discriminator, count_params
 from ..model.losses import HQGLoss

@@ -4,29 +4,16 @@
 
 # %% ../../nbs/11_train_parts.ipynb #53469a46
 from __future__ import annotations
-import copy, csv, inspect, json, os, random, shutil, statistics, tempfile, time
-from contextlib import nullcontext
-from dataclasses import dataclass, fields, replace
+import os, random
 from pathlib import Path
-from typing import Callable
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-import torch.distributed as dist
 import kornia
-from torch.nn.parallel import DistributedDataParallel
-from torch.optim.lr_scheduler import LambdaLR
-from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 from .. import __version__
-from ..core import check_image, get_device, method_of, setting, Settings
-from ..data.io import write_image, atomic_write
-from ..data import make_loader, set_loader_epoch, seeded_generator
-from ..model.networks import HQGNet, encode_tiled, newer_version_note
-from ..model.blocks import freeze, count_params
-from ..model.losses import HQGLoss, TERM_NAMES
-from ..model.gan import gan_loss_d, r1_penalty
+from ..core import check_image
+from ..data.io import atomic_write
+from ..model.networks import newer_version_note
 
 # %% auto #0
 __all__ = ['CKPT_FORMAT', 'CKPT_KEYS', 'TRAIN_STATE_KEYS', 'lr_factor', 'ema_decay_at', 'ema_update', 'sample_grid',
