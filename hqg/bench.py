@@ -4,13 +4,14 @@
 
 # %% ../nbs/00a_bench.ipynb #44be8f0c
 from __future__ import annotations
-import ctypes, ctypes.util, gc, re, resource, statistics, sys, time
+import ctypes, ctypes.util, gc, json, math, os, platform, re, resource, statistics, sys, time
 from typing import Callable, Sequence
 import torch
 from .core import get_device
 
 # %% auto #0
-__all__ = ['synchronize', 'timed', 'median_ms', 'best_ms', 'PeakMemory', 'markdown_table']
+__all__ = ['UNITS', 'synchronize', 'timed', 'median_ms', 'best_ms', 'PeakMemory', 'markdown_table', 'cpu_flags', 'machine',
+           'units_of', 'bench_report']
 
 # %% ../nbs/00a_bench.ipynb #0fcd47d7
 def synchronize(device: str | torch.device | None = None) -> None:
@@ -119,3 +120,43 @@ def markdown_table(rows: Sequence[dict], # one dict per row
     lines = ["| " + " | ".join(cols.values()) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     lines += ["| " + " | ".join(fmt(r.get(k)) for k in cols) + " |" for r in rows]
     return "\n".join(lines)
+
+# %% ../nbs/00a_bench.ipynb #84534023
+UNITS = (("s_per_step", "s"), ("s_per_step_mean", "s"), ("_per_s", "1/s"), ("_ms", "ms"), ("_s", "s"), ("_mib", "MiB"), ("_mb", "MiB"), ("gmacs", "GMAC"), ("params", "count"))
+
+def cpu_flags() -> set[str]:
+    "The CPU's feature flags (/proc/cpuinfo; empty where there is none)."
+    try: text = open("/proc/cpuinfo", encoding="utf-8").read()
+    except OSError: return set()
+    m = re.search(r"^flags\s*:\s*(.*)$", text, re.M)
+    return set(m.group(1).split()) if m else set()
+
+def machine(device: str | torch.device | None = None) -> dict:
+    "Where the figures were measured: CPU model, cores, threads, torch version, accelerator, native CPU bf16."
+    try: cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo", encoding="utf-8") if l.startswith("model name"))
+    except (OSError, StopIteration): cpu = platform.processor() or platform.machine()
+    dev = get_device(device or "cpu")
+    return dict(cpu=cpu, cores=os.cpu_count(), threads=torch.get_num_threads(), torch=torch.__version__,
+                python=platform.python_version(), device=str(dev),
+                gpu=torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
+                cpu_bf16=bool(cpu_flags() & {"amx_bf16", "avx512_bf16"}))
+
+# %% ../nbs/00a_bench.ipynb #d2a48281
+def _plain(v):
+    "JSON-safe: tuples to lists, non-finite floats to None, numpy/torch scalars to Python numbers."
+    if isinstance(v, dict): return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)): return [_plain(x) for x in v]
+    if hasattr(v, "item") and callable(v.item) and getattr(v, "ndim", 0) == 0: v = v.item()
+    if isinstance(v, float) and not math.isfinite(v): return None
+    return v
+
+def units_of(results) -> dict[str, str]:
+    "The unit of each figure in a result dict (or list of dicts), from the key's suffix."
+    rows = results if isinstance(results, list) else [results]
+    keys = {k for r in rows if isinstance(r, dict) for k in r}
+    return {k: next(u for s, u in UNITS if k.endswith(s)) for k in sorted(keys) if any(k.endswith(s) for s, _ in UNITS)}
+
+def bench_report(name: str, results, device=None) -> str:
+    "One JSON object: {'bench', 'machine', 'units', 'results'} (what `hqg bench NAME --json` prints)."
+    return json.dumps(dict(bench=name, machine=machine(device), units=units_of(results), results=_plain(results)),
+                      allow_nan=False)

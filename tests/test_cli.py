@@ -280,3 +280,30 @@ def test_evaluate_and_benchmark_take_guides():
     a = build_parser().parse_args(["evaluate", "--method", "clahe", "--data", "x", "--out", "y", "--guides", "g"])
     b = build_parser().parse_args(["benchmark", "--methods", "identity", "--guides", "data_samples/fundus/guides"])
     assert (a.guides, b.guides) == ("g", "data_samples/fundus/guides")
+
+
+JSON_BENCHES = [  # (subcommand + small settings, figure keys that must carry a unit)
+    (["wavelets", "--batch", "1", "--image-size", "32", "--repeats", "1"], {"hqg_best_ms": "ms", "pywt_median_ms": "ms"}),
+    (["generator", "--sizes", "tiny", "--batch", "1", "--image-size", "32", "--repeats", "1", "--device", "cpu"],
+     {"forward_ms": "ms", "gmacs": "GMAC", "params": "count"}),
+    (["training", "--sizes", "tiny", "--batch", "2", "--image-size", "32", "--repeats", "1"], {"s_per_step": "s", "images_per_s": "1/s"}),
+    (["enhance", "--batch", "2", "--image-size", "32", "--repeats", "1", "--device", "cpu"], {"images_per_s": "1/s"}),
+    (["explorer", "--repeats", "1"], {"uncached_s": "s", "cached_s": "s"}),
+    (["compare", "--sizes", "tiny", "--image-size", "32", "--repeats", "1", "--device", "cpu"],
+     {"train_step_ms": "ms", "gen_gmacs": "GMAC", "gen_params": "count", "train_step_peak_mb": "MiB"}),
+]
+
+
+@pytest.mark.parametrize("args,units", JSON_BENCHES, ids=lambda a: a[0] if isinstance(a, list) else "")
+def test_bench_json_prints_one_object_with_units_and_machine(args, units, capsys):
+    import json, torch
+    assert main(["bench", *args, "--json"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1, out[:500]                       # one JSON object on one line, nothing else printed
+    r = json.loads(out)
+    assert r["bench"] == args[0] and set(r) == {"bench", "machine", "units", "results"}
+    assert r["machine"]["torch"] == torch.__version__ and r["machine"]["cores"] >= 1 and r["machine"]["cpu"]
+    for k, u in units.items(): assert r["units"][k] == u, (k, r["units"])
+    rows = r["results"] if isinstance(r["results"], list) else [r["results"]]
+    assert all(any(k in row for row in rows) for k in units)
+    if args[0] == "compare": assert [row["name"] for row in rows] == ["hqg tiny", "released"]

@@ -174,7 +174,8 @@ def test_config_errors():
         HQGNet(3, "tiny", variant="cyclegan")
     with pytest.raises(ValueError, match="in_channels"):
         HQGNet(4)
-    assert resolve_config("paper")["gen_base"] == 64 and resolve_config("tiny")["gen_base"] == 16
+    assert resolve_config("paper-wide")["gen_base"] == 64 and resolve_config("tiny")["gen_base"] == 16
+    assert (resolve_config("paper")["gen_base"], resolve_config("paper")["gen_stem"]) == (32, "unshuffle")
 
 
 # --- gradients ---------------------------------------------------------------------------------------------
@@ -381,7 +382,7 @@ def test_model_summary_matches_real_build():
     x = torch.rand(1, 1, 64, 64)
     assert s["gen"]["macs"] == estimate_macs(net.gen, x, torch.randn(1, 64), 0.0)
     assert s["disc"]["macs"] == estimate_macs(net.disc, x)
-    p = model_summary("paper", image_size=384, verbose=False)
+    p = model_summary("paper-wide", image_size=384, verbose=False)
     assert p["gen"]["params"] < RELEASED_PARAMS["gen"] and p["gen"]["macs"] > 50 * s["gen"]["macs"]
     assert model_summary(net, image_size=64, verbose=False) == s
 
@@ -418,3 +419,68 @@ def test_tiny_hqgnet_overfits_one_pair():
                 break
     print(f"overfit: PSNR {psnr:.1f} dB after {step} steps in {time.perf_counter() - t0:.1f} s")
     assert psnr > 30
+
+
+# --- the space-to-depth stem (issue 17: the fast `paper` preset) ---
+def test_unshuffle_stem_generator_any_size_near_identity_and_fast_decode():
+    from hqg.model.blocks import pad_input
+    torch.manual_seed(0)
+    g = Generator(3, base=8, depth=2, stem="unshuffle")
+    assert (g.stride, g.multiple, g.stem.in_channels, g.head.out_channels) == (2, 8, 12, 12)
+    x, v = rand(2, 3, 37, 50), torch.randn(2, 64)
+    out = g(x, v, 0.0)
+    assert out.x_enh.shape == x.shape and 0 <= out.x_enh.min() and out.x_enh.max() <= 1
+    assert (out.x_enh - x).abs().mean() < 0.05          # residual head: the untrained generator is near the identity
+    xp, size = pad_input(x, g.multiple)
+    with torch.no_grad(): feats, v_y = g.encode(xp)
+    gen_of = lambda k: torch.Generator().manual_seed(k)
+    with torch.no_grad():
+        fast = g.decode_latents(feats, v_y, v, xp, 3, 1.0, gen_of, size=size)
+        ref = g.decode_latents(feats, v_y, v, xp, 3, 1.0, gen_of, size=size, fast=False)
+    assert fast.shape == (3, 2, 3, 37, 50)
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-4)   # the shared decoder unfolds like decode
+    with pytest.raises(ValueError, match="stem: expected one of"):
+        Generator(3, base=8, depth=2, stem="pool")
+
+
+def test_unshuffle_stem_discriminator_and_guidance_encoder():
+    d = Discriminator(3, base=8, depth=2, stem="unshuffle")
+    assert d(rand(2, 3, 32, 48)).shape == (2, 1, 4, 6)  # patches of 2^(depth+1) px
+    assert d(rand(1, 3, 33, 35)).shape == (1, 1, 4, 4)  # odd sides: padded, then folded
+    with pytest.raises(ValueError, match="at least 8"):
+        d(rand(1, 3, 4, 32))
+    e = GuidanceEncoder(3, base=8, depth=2, stem="unshuffle")
+    assert e.multiple == 8 and e(rand(2, 3, 37, 50)).shape == (2, 64)
+    assert [f.shape[-1] for f in e.features(rand(1, 3, 32, 32))] == [16, 8, 4]
+    ae = GuidanceAutoencoder(e)
+    assert ae(rand(2, 3, 37, 50)).shape == (2, 3, 37, 50)
+
+
+def test_paper_is_the_fast_preset_and_paper_wide_the_full_resolution_one():
+    with torch.device("meta"):
+        fast, wide = HQGNet(3, "paper"), HQGNet(3, "paper-wide")
+    assert (fast.gen.stride, fast.disc.stride, fast.enc_hq.stride, fast.min_size) == (2, 2, 2, 32)
+    assert (wide.gen.stride, wide.disc.stride, wide.enc_hq.stride, wide.min_size) == (1, 1, 1, 16)
+    s_fast = model_summary("paper", image_size=256, verbose=False)
+    s_wide = model_summary("paper-wide", image_size=256, verbose=False)
+    # measured figures (25b_app_speed): G 4.63 vs 60.93 GMACs, D 2.15 vs 29.66 at 256²
+    assert s_fast["gen"]["macs"] < 0.1 * s_wide["gen"]["macs"] and s_fast["disc"]["macs"] < 0.1 * s_wide["disc"]["macs"]
+    assert s_fast["gen"]["params"] < RELEASED_PARAMS["gen"] and s_wide["gen"]["params"] < RELEASED_PARAMS["gen"]
+
+
+def test_checkpoints_of_the_old_paper_size_load_as_paper_wide(tmp_path):
+    ov = dict(gen_base=8, gen_max_width=16, disc_base=8, disc_max_width=16, enc_base=8, enc_max_width=16, enc_depth=3,
+              latent=8, vnm_hidden=8)
+    net = HQGNet(3, "paper-wide", **ov)
+    p = net.save_checkpoint(tmp_path / "old.pt")
+    ck = torch.load(p, weights_only=True)
+    ck["model_config"]["size"], ck["hqg_version"] = "paper", "0.1.0"   # as hqg 0.1 wrote it
+    torch.save(ck, p)
+    old = HQGNet.from_checkpoint(p)
+    assert old.model_config["size"] == "paper-wide" and old.gen.stride == 1
+    x, z = rand(1, 3, 32, 32), rand(1, 3, 64, 64, seed=1)
+    torch.testing.assert_close(old.enhance(x, z), net.enhance(x, z), atol=1e-6, rtol=1e-5)
+    ck["hqg_version"] = "0.2.0"                                         # a 0.2 `paper` file is the fast preset
+    torch.save(ck, p)
+    with pytest.raises(ValueError, match="does not fit its model_config"):
+        HQGNet.from_checkpoint(p)

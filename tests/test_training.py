@@ -451,3 +451,21 @@ def test_guide_term_off_by_default(tmp_path):
     out = tr.train_step(next(iter(tr.loader)))
     assert out["g_guide"].item() == 0.0  # exact: a disabled term is the constant zero the loss creates
     assert tr._x_alt is None
+
+
+def test_lazy_r1_runs_every_k_steps_with_k_times_the_weight(tmp_path):
+    tr = make_trainer(tmp_path, r1_every=2, max_steps=4)
+    assert tr.step_fn.gan.r1_every == 2
+    tr.fit(4)
+    rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["d_r1"] > 0 for r in rows] == [True, False, True, False]                # steps 0 and 2 only
+    for r in rows:  # d_total = d_adv + k * gamma/2 * R1 (gamma 1, k 2)
+        assert r["d_total"] == pytest.approx(r["d_adv"] + 2 * 0.5 * r["d_r1"], rel=1e-5, abs=1e-6)
+    with pytest.raises(ValueError, match="r1_every"):
+        make_trainer(tmp_path / "bad", r1_every=0)
+
+
+def test_optimizers_are_fused_adam_on_cpu(tmp_path):
+    tr = make_trainer(tmp_path)
+    tr.fit(1)
+    assert all(o.defaults["fused"] is True for o in (tr.step_fn.opt_g, tr.step_fn.opt_d))

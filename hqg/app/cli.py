@@ -11,6 +11,8 @@ import hqg
 from .runs import NULL_STRINGS
 from .enhance import enhance_files, export_model, default_checkpoint, demo, DEMO_STEPS
 from .enhance import score_pairs, results_table, guidance_code  # re-exported: hqg.app.cli.score_pairs etc. (notebooks use them)
+from ..model.networks import ARCHITECTURES
+from ..bench import bench_report
 
 # %% auto #0
 __all__ = ['BENCHES', 'SUBCOMMANDS', 'build_parser', 'main']
@@ -24,43 +26,53 @@ def _cmd_samples(a):
 # %% ../../nbs/26_app_cli.ipynb #3e2990b3
 from . import speed  # the benchmarks (25b_app_speed)
 
+def _size(a, default: int) -> int:
+    "The one --image-size of a benchmark (several are for `compare` only)."
+    if a.image_size and len(a.image_size) > 1: raise ValueError(f"--image-size: bench {a.what} takes one size, got {a.image_size}")
+    return a.image_size[0] if a.image_size else default
+
 def _bench_wavelets(a):
-    speed.bench_wavelets(batch=a.batch or 8, channels=3, size=a.image_size or 384, wavelet=a.wavelet, level=a.level, repeats=a.repeats)
+    return speed.bench_wavelets(batch=a.batch or 8, channels=3, size=_size(a, 384), wavelet=a.wavelet,
+                                level=a.level, repeats=a.repeats, verbose=not a.json)
 
 def _bench_training(a):
-    for size in a.sizes:
+    rows = []
+    for size in a.sizes or ["tiny", "paper"]:
         dev = "cpu" if size == "tiny" and a.device == "auto" else a.device
-        speed.bench_training(size, batch=a.batch or 4, image_size=a.image_size or (64 if size == "tiny" else 384),
-                       steps=a.repeats, device=dev)
-        if size == "paper" and torch.cuda.is_available():
-            speed.bench_training(size, batch=a.batch or 4, image_size=a.image_size or 384, steps=a.repeats,
-                           device="cuda", amp=True, channels_last=True)
+        kw = dict(batch=a.batch or 4, image_size=_size(a, 64 if size == "tiny" else 384), steps=a.repeats, verbose=not a.json)
+        rows.append(speed.bench_training(size, device=dev, **kw))
+        if size.startswith("paper") and torch.cuda.is_available():
+            rows.append(speed.bench_training(size, device="cuda", amp=True, channels_last=True, **kw))
+    return rows
 
-def _bench_explorer(a):
-    speed.bench_explorer(n=a.repeats)
+def _bench_explorer(a): return speed.bench_explorer(n=a.repeats, verbose=not a.json)
 
-def _bench_large(a):
-    rows = speed.bench_large(side=a.image_size or 2048, verbose=not a.json)
-    if a.json: print(json.dumps({"rows": rows}))
+def _bench_large(a): return speed.bench_large(side=_size(a, 2048), verbose=not a.json)
 
-def _bench_enhance(a): speed.bench_enhance(image_size=a.image_size or 256, n=a.batch or 8, device=a.device, repeats=a.repeats)
-
-def _bench_compare(a):
-    speed.compare_speed(image_size=a.image_size or 384, batch=a.batch or 1, device=a.device, repeats=a.repeats, presets=tuple(a.sizes))
-
-def _bench_released(a):
-    speed.bench_released(batch=a.batch or 1, image_size=a.image_size or 384, device=a.device, repeats=a.repeats)
-
-def _bench_generator(a):
-    for size in a.sizes:
-        speed.bench_generator(size, batch=a.batch or (4 if size == "tiny" else 1),
-                        image_size=a.image_size or speed.BENCH_IMAGE_SIZE[size], device=a.device, repeats=a.repeats)
+def _bench_enhance(a):
+    return speed.bench_enhance(image_size=_size(a, 256), n=a.batch or 8, device=a.device, repeats=a.repeats, verbose=not a.json)
 
 # %% ../../nbs/26_app_cli.ipynb #6ca76e9b
+def _bench_compare(a):
+    presets = tuple(a.sizes or ("paper", "paper-wide", "tiny"))
+    return [r for px in a.image_size or [384] for r in speed.compare_speed(
+        image_size=px, batch=a.batch or 1, device=a.device, repeats=a.repeats, presets=presets, verbose=not a.json)]
+
+def _bench_released(a):
+    return speed.bench_released(batch=a.batch or 1, image_size=_size(a, 384), device=a.device, repeats=a.repeats,
+                                verbose=not a.json)
+
+def _bench_generator(a):
+    return [speed.bench_generator(size, batch=a.batch or (4 if size == "tiny" else 1), image_size=_size(a,
+                                  speed.BENCH_IMAGE_SIZE[size]), device=a.device, repeats=a.repeats, verbose=not a.json)
+            for size in a.sizes or ["tiny", "paper"]]
+
 BENCHES = {"wavelets": _bench_wavelets, "generator": _bench_generator, "training": _bench_training, "enhance": _bench_enhance,
            "large": _bench_large, "explorer": _bench_explorer, "released": _bench_released, "compare": _bench_compare}
 
-def _cmd_bench(a): return BENCHES[a.what](a)
+def _cmd_bench(a):
+    res = BENCHES[a.what](a)
+    if a.json: print(bench_report(a.what, res, a.device if a.device != "auto" else None))
 
 # %% ../../nbs/26_app_cli.ipynb #0616d775
 def _cmd_demo(a):
@@ -183,11 +195,13 @@ def _args_bench(sub) -> None:
                        "architecture), compare (hqg presets vs released)")
     b.add_argument("what", choices=["wavelets", "generator", "training", "enhance", "large", "explorer", "released", "compare"])
     b.add_argument("--batch", type=int, default=None, help="batch size (wavelets: 8; generator: 4 tiny, 1 paper)")
-    b.add_argument("--image-size", type=int, default=None, help="square image side (wavelets: 384; tiny 128, paper 384)")
+    b.add_argument("--image-size", type=int, nargs="+", default=None,
+                   help="square image side (wavelets: 384; tiny 128, paper 384); compare: one or more sizes, one run")
     b.add_argument("--wavelet", default="db2"); b.add_argument("--level", type=int, default=3)
-    b.add_argument("--sizes", nargs="+", default=["tiny", "paper"], choices=["tiny", "paper"])
+    b.add_argument("--sizes", nargs="+", default=None, choices=list(ARCHITECTURES),
+                   help="presets (generator, training: tiny paper; compare: paper paper-wide tiny)")
     b.add_argument("--device", default="auto", help="generator: auto (CUDA when present), cpu, cuda")
-    b.add_argument("--json", action="store_true", help="large: print one JSON object instead of lines")
+    b.add_argument("--json", action="store_true", help="print one JSON object (figures, their units, the machine) instead of lines")
     b.add_argument("--repeats", type=int, default=5)
     b.set_defaults(func=_cmd_bench)
 
@@ -220,7 +234,7 @@ def _args_report(sub) -> None:
     rp = sub.add_parser("report", help="regenerate the results tables of README.md and RESULTS.md from results/*.json")
     rp.add_argument("--check", action="store_true", help="only compare; exit 1 when a table differs from its record")
     rp.add_argument("--add", nargs=2, metavar=("KIND", "PATH"), help="first record a run: demo, shipped, benchmark, "
-                    "bilevel (its folder) or large (the JSON file of `hqg bench large --json`)")
+                    "bilevel (its folder); large, speed (the JSON of `hqg bench large|compare --json`); presets (a JSON list)")
     rp.add_argument("--note", default=None, help="with --add: how the run was made (command, machine)")
     rp.add_argument("--results", default=None, help="records folder (default: the repository's results/)")
     rp.set_defaults(func=_cmd_report)

@@ -8,14 +8,17 @@ import json, math, re
 from pathlib import Path
 from ..core import repo_file
 from .benchmark import results_table as bench_table, claim_check
+from ..core import fmt_mean_std
+import statistics
 
 # %% auto #0
 __all__ = ['RECORDS', 'DOCS', 'SHIPPED_KEYS', 'BLOCKS', 'add_record', 'demo_table', 'block_demo', 'block_shipped',
-           'block_benchmark', 'block_bilevel', 'block_large', 'block_summary', 'load_records', 'render', 'update_docs']
+           'block_benchmark', 'block_bilevel', 'block_large', 'block_speed', 'block_presets', 'block_summary',
+           'load_records', 'render', 'update_docs']
 
 # %% ../../nbs/25_app_report.ipynb #4e11592c
 RECORDS = {"demo": "results.json", "shipped": "metrics.json", "benchmark": "results.json", "bilevel": "downstream.json",
-           "large": None}
+           "large": None, "speed": None, "presets": None}
 DOCS = ("README.md", "RESULTS.md")
 
 def add_record(kind: str, # a key of RECORDS
@@ -33,6 +36,8 @@ def add_record(kind: str, # a key of RECORDS
     try: d = json.loads(src.read_text(encoding="utf-8"))
     except ValueError as e: raise ValueError(f"{src}: not JSON ({e})") from None
     d = {"rows": d} if isinstance(d, list) else d
+    if "bench" in d and "results" in d:  # `hqg bench NAME --json`: its results are the rows
+        res = d["results"]; d = {"rows": res if isinstance(res, list) else [res], "machine": d.get("machine"), "units": d.get("units")}
     d["source"] = {"file": f"{src.parent.name}/{src.name}", "note": note}
     out = Path(results) if results is not None else repo_file("results")
     out.mkdir(parents=True, exist_ok=True)
@@ -105,6 +110,36 @@ def block_large(r: dict) -> str:
                      f"{_f(x['psnr_in'])} → {_f(x['psnr'])} | {_f(x['ssim_in'], 4)} → {_f(x['ssim'], 4)} |")
     return "\n".join(lines)
 
+# %% ../../nbs/25_app_report.ipynb #f2161a64
+def block_speed(r: dict) -> str:
+    "The `hqg bench compare --json` table: each hqg preset against the released architecture, per image size, fp32."
+    m = r.get("machine") or {}
+    lines = [f"`hqg bench compare` ({r['source']['note']}; {m.get('cpu', '?')}, {m.get('threads', '?')} torch threads, "
+             f"torch {m.get('torch', '?')}, batch 1, fp32, median of {r['rows'][0]['repeats']}):", "",
+             "| size | model | G params (M) | G GMACs | G forward (ms) | × released | train step (ms) | × released | step peak (MiB) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for x in r["rows"]:
+        rel = next(y for y in r["rows"] if y["name"] == "released" and y["image_size"] == x["image_size"])
+        lines.append(f"| {x['image_size']} | {x['name']} | {x['gen_params'] / 1e6:.1f} | {x['gen_gmacs']:.1f} | {x['forward_ms']:.0f} | "
+                     f"{x['forward_ms'] / rel['forward_ms']:.2f} | {x['train_step_ms']:.0f} | "
+                     f"{x['train_step_ms'] / rel['train_step_ms']:.2f} | {_f(x['train_step_peak_mb'], 0)} |")
+    return "\n".join(lines)
+
+# %% ../../nbs/25_app_report.ipynb #c4062309
+def _ms(v: list, d: int) -> str: return fmt_mean_std(statistics.mean(v), statistics.stdev(v) if len(v) > 1 else None, d)
+
+def block_presets(r: dict) -> str:
+    "Quality at equal steps of two size presets (rows: preset, seed, steps, val_psnr, val_ssim, val_psnr_lq, val_ssim_lq)."
+    lines = [f"Validation scores at equal steps ({r['source']['note']}):", "",
+             "| preset | steps | seeds | val PSNR (dB), per seed | mean ± std | val SSIM, per seed | mean ± std |", "|---|---|---|---|---|---|---|"]
+    for p in dict.fromkeys(x["preset"] for x in r["rows"]):
+        xs = [x for x in r["rows"] if x["preset"] == p]
+        ps, ss = [x["val_psnr"] for x in xs], [x["val_ssim"] for x in xs]
+        lines.append(f"| {p} | {xs[0]['steps']} | {len(xs)} | {' / '.join(_f(v) for v in ps)} | {_ms(ps, 2)} | "
+                     f"{' / '.join(_f(v, 4) for v in ss)} | {_ms(ss, 4)} |")
+    x0 = r["rows"][0]
+    return "\n".join(lines + ["", f"The degraded inputs score {_f(x0['val_psnr_lq'])} dB / {_f(x0['val_ssim_lq'], 4)}."])
+
 # %% ../../nbs/25_app_report.ipynb #7a3755ba
 def block_summary(recs: dict) -> str:
     "The README's few lines: the demo's gain, the shipped model's guidance, the benchmark's ranking."
@@ -127,7 +162,7 @@ def block_summary(recs: dict) -> str:
     return "\n".join(out)
 
 BLOCKS = {"demo": block_demo, "shipped": block_shipped, "benchmark": block_benchmark, "bilevel": block_bilevel,
-          "large": block_large}
+          "large": block_large, "speed": block_speed, "presets": block_presets}
 
 # %% ../../nbs/25_app_report.ipynb #642b5b89
 def load_records(results: str | Path | None = None) -> dict:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 from ..core import get_device, seed_everything, convert_channels, repo_file
-from ..bench import timed, median_ms, PeakMemory, markdown_table
+from ..bench import timed, median_ms, PeakMemory, markdown_table, cpu_flags
 from ..data.io import read_image, write_image, list_images
 from ..data.degrade import degrade, estimate_fov
 from ..model.wavelets import wavedec2
@@ -120,7 +120,7 @@ def _macs(net: ReleasedNet | HQGNet, c: int, image_size: int, batch: int, code_d
 
 # %% ../../nbs/25b_app_speed.ipynb #fcd5b353
 def _bench(name: str, net: ReleasedNet | HQGNet, meta_net, code_dim: int, batch: int, image_size: int,
-           device, repeats: int, verbose: bool) -> dict:
+           device, repeats: int, verbose: bool, mixed: bool = False) -> dict:
     _check_bench_args(batch, image_size, repeats)
     dev, c = get_device(device), net.in_channels
     g = seed_everything(0)
@@ -134,6 +134,8 @@ def _bench(name: str, net: ReleasedNet | HQGNet, meta_net, code_dim: int, batch:
         x_enh, extra = gen_fn(x_lq, code, True); (x_enh.mean() + extra).backward()
     net.gen.eval()
     with PeakMemory(dev) as mem_f: t_f = timed(fwd, repeats, 1, dev)
+    if mixed:  # its own column: bf16 autocast, never reported as the fp32 figure
+        with torch.autocast(dev.type, dtype=torch.bfloat16): t_m = timed(fwd, repeats, 1, dev)
     net.gen.train(); t_fb = timed(fwd_bwd, repeats, 1, dev); net.gen.zero_grad(set_to_none=True)
     opt_g, opt_d = make_optimizers(net)
     step = lambda: equivalent_train_step(net, opt_g, opt_d, x_lq, x_hq)
@@ -143,7 +145,7 @@ def _bench(name: str, net: ReleasedNet | HQGNet, meta_net, code_dim: int, batch:
                batch=batch, image_size=image_size, repeats=repeats,
                **{f"{k}_params": count_params(getattr(net, k)) for k in ("gen", "enc_hq", "disc")},
                **_macs(meta_net, c, image_size, batch, code_dim),
-               forward_ms=median_ms(t_f), forward_backward_ms=median_ms(t_fb), train_step_ms=median_ms(t_s),
+               forward_ms=median_ms(t_f), forward_bf16_ms=median_ms(t_m) if mixed else None, forward_backward_ms=median_ms(t_fb), train_step_ms=median_ms(t_s),
                forward_peak_mb=mem_f.peak_mb, train_step_peak_mb=mem_s.peak_mb, train_step_peak_total_mb=mem_s.peak_total_mb,
                memory_method=mem_s.method, memory_exact=mem_s.exact)
     if verbose:
@@ -156,37 +158,41 @@ def _bench(name: str, net: ReleasedNet | HQGNet, meta_net, code_dim: int, batch:
 def bench_released(batch: int = 1, image_size: int = 384, # the released code trained at batch 1, 384 px
                    device: str = "cpu", # "cpu", "cuda", "auto", ...
                    repeats: int = 3, # timed repetitions (median), after a warm-up
-                   *, in_channels: int = 3, verbose: bool = True) -> dict:
+                   *, in_channels: int = 3, verbose: bool = True, mixed: bool = False) -> dict:
     "Forward, forward+backward and training-step times (ms), params, GMACs and peak memory of the released architecture."
     _check_bench_args(batch, image_size, repeats)
     torch.manual_seed(0)
     net = ReleasedNet(in_channels)
     with torch.device("meta"): meta = ReleasedNet(in_channels)
-    return _bench("released", net, meta, net.style_dim, batch, image_size, device, repeats, verbose)
+    return _bench("released", net, meta, net.style_dim, batch, image_size, device, repeats, verbose, mixed)
 
 def bench_hqg(size: str = "paper", # HQGNet preset
               batch: int = 1, image_size: int = 384, device: str = "cpu", repeats: int = 3,
-              *, in_channels: int = 3, variant: str = "hqg", verbose: bool = True) -> dict:
+              *, in_channels: int = 3, variant: str = "hqg", verbose: bool = True, mixed: bool = False) -> dict:
     "The figures of `bench_released` for an hqg preset (same step, same settings)."
     _check_bench_args(batch, image_size, repeats)
     torch.manual_seed(0)
     net = HQGNet(in_channels, size, variant)
     with torch.device("meta"): meta = HQGNet(in_channels, size, variant)
     return _bench(f"hqg {size}" + ("" if variant == "hqg" else f"/{variant}"), net, meta, net.code_dim,
-                  batch, image_size, device, repeats, verbose)
+                  batch, image_size, device, repeats, verbose, mixed)
 
 # %% ../../nbs/25b_app_speed.ipynb #c265cc29
 SPEED_COLUMNS = {"name": "model", "gen_params_m": "G params (M)", "all_params_m": "G+E+D params (M)",
-                 "gen_gmacs": "G GMACs", "forward_ms": "G fwd (ms)", "forward_backward_ms": "G fwd+bwd (ms)",
+                 "gen_gmacs": "G GMACs", "forward_ms": "G fwd (ms)", "forward_bf16_ms": "G fwd bf16 (ms)", "forward_backward_ms": "G fwd+bwd (ms)",
                  "train_step_ms": "train step (ms)", "train_step_peak_mb": "step peak (MiB)"}
 
 def compare_speed(image_size: int = 384, batch: int = 1, device: str = "cpu", repeats: int = 3,
-                  presets: tuple[str, ...] = ("paper", "tiny"), # hqg presets to run beside the released architecture
-                  *, in_channels: int = 3, verbose: bool = True) -> list[dict]:
-    "Rows of `bench_hqg` for each preset and `bench_released`, same settings; prints a markdown table."
+                  presets: tuple[str, ...] = ("paper", "paper-wide", "tiny"), # hqg presets to run beside the released architecture
+                  *, in_channels: int = 3, verbose: bool = True,
+                  mixed: bool | None = None, # also time the forward under bf16 autocast (None: on CUDA or a CPU with bf16 units)
+                 ) -> list[dict]:
+    "Rows of `bench_hqg` for each preset and `bench_released`, same settings, fp32; prints a markdown table."
     _check_bench_args(batch, image_size, repeats)
-    rows = [bench_hqg(p, batch, image_size, device, repeats, in_channels=in_channels, verbose=False) for p in presets]
-    rows.append(bench_released(batch, image_size, device, repeats, in_channels=in_channels, verbose=False))
+    if mixed is None: mixed = get_device(device).type == "cuda" or bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
+    kw = dict(in_channels=in_channels, verbose=False, mixed=mixed)
+    rows = [bench_hqg(p, batch, image_size, device, repeats, **kw) for p in presets]
+    rows.append(bench_released(batch, image_size, device, repeats, **kw))
     for r in rows:
         r["gen_params_m"] = r["gen_params"] / 1e6
         r["all_params_m"] = (r["gen_params"] + r["enc_hq_params"] + r["disc_params"]) / 1e6
@@ -311,7 +317,7 @@ def bench_explorer(model=None, # an HQGNet; None: the shipped data_samples/model
     return out
 
 # %% ../../nbs/25b_app_speed.ipynb #8c0f669f
-BENCH_IMAGE_SIZE = {"tiny": 128, "paper": 384}  # the sizes each preset is meant for
+BENCH_IMAGE_SIZE = {"tiny": 128, "paper": 384, "paper-wide": 384}  # the sizes each preset is meant for
 
 def bench_enhance(checkpoint: str | Path | None = None, # model file (default: the shipped model, else an untrained tiny)
                   image_size: int = 256, n: int = 8, device: str = "auto", repeats: int = 3, verbose: bool = True) -> dict:

@@ -12,8 +12,9 @@ from ..core import check_image, to_signed, pad_to_multiple, crop_to
 from .vnm import AdaLIN
 
 # %% auto #0
-__all__ = ['stage_widths', 'pad_input', 'ResBlock', 'GuidanceEncoder', 'GuidanceDecoder', 'GuidanceAutoencoder', 'freeze',
-           'unfreeze', 'pretrain_guidance_encoder', 'Discriminator', 'Segmenter', 'count_params', 'estimate_macs']
+__all__ = ['STEMS', 'stage_widths', 'pad_input', 'stem_stride', 'fold', 'ResBlock', 'GuidanceEncoder', 'GuidanceDecoder',
+           'GuidanceAutoencoder', 'freeze', 'unfreeze', 'pretrain_guidance_encoder', 'Discriminator', 'Segmenter',
+           'count_params', 'estimate_macs']
 
 # %% ../../nbs/07a_model_blocks.ipynb #8cf6d8a9
 def _norm(kind: str, c: int) -> nn.Module:
@@ -47,6 +48,21 @@ def pad_input(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, 
     ph, pw = max(0, 2 * multiple - xp.shape[-2]), max(0, 2 * multiple - xp.shape[-1])
     if ph or pw: xp = F.pad(xp, (0, pw, 0, ph), mode="replicate")
     return xp, size
+
+# %% ../../nbs/07a_model_blocks.ipynb #8f354770
+STEMS = ("conv", "unshuffle")  # how a network meets the full-resolution image (see "Stems" above)
+
+def stem_stride(stem: str) -> int:
+    "Pixels per side that a stem folds into channels: 1 for 'conv', 2 for 'unshuffle' (space-to-depth)."
+    if stem not in STEMS: raise ValueError(f"stem: expected one of {STEMS}, got {stem!r}")
+    return 2 if stem == "unshuffle" else 1
+
+def fold(x: torch.Tensor, s: int) -> torch.Tensor:
+    "(B,C,H,W) -> (B,C*s*s,H/s,W/s) by pixel_unshuffle (odd sides padded by replication first); s = 1: x itself."
+    if s == 1: return x
+    ph, pw = -x.shape[-2] % s, -x.shape[-1] % s
+    if ph or pw: x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+    return F.pixel_unshuffle(x, s)
 
 # %% ../../nbs/07a_model_blocks.ipynb #391e086d
 class ResBlock(nn.Module):
@@ -87,19 +103,21 @@ class GuidanceEncoder(nn.Module):
                  depth: int = 4, # number of down-blocks (each halves H, W)
                  max_width: int = 128, # cap on the widths base * 2^i
                  code_dim: int = 64, # size of v_z
+                 stem: str = "conv", # "conv" or "unshuffle" (space-to-depth by 2 first; see Stems)
                 ):
         super().__init__()
         self.in_channels, self.code_dim, self.depth = in_channels, code_dim, depth
-        self.widths = stage_widths(base, depth, max_width)
-        self.stem = _he(nn.Conv2d(in_channels, self.widths[0], 3, padding=1))
+        self.widths, self.stride = stage_widths(base, depth, max_width), stem_stride(stem)
+        self.multiple = 2 ** depth * self.stride  # inputs are padded to a multiple of this
+        self.stem = _he(nn.Conv2d(in_channels * self.stride ** 2, self.widths[0], 3, padding=1))
         self.blocks = nn.ModuleList([_PreActDown(a, b) for a, b in zip(self.widths[:-1], self.widths[1:])])
         self.head = _he(nn.Linear(self.widths[-1], code_dim))
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         "Feature maps of levels 0..depth (level i at 1/2^i of the padded input size)."
         check_image(x, "x_hq", ndim=4, channels=(self.in_channels,))
-        x, _ = pad_to_multiple(x, 2 ** self.depth)
-        feats = [self.stem(to_signed(x))]
+        x, _ = pad_to_multiple(x, self.multiple)
+        feats = [self.stem(fold(to_signed(x), self.stride))]
         for b in self.blocks: feats.append(b(feats[-1]))
         return feats
 
@@ -131,14 +149,15 @@ class GuidanceAutoencoder(nn.Module):
     def __init__(self, enc: GuidanceEncoder):
         super().__init__()
         self.enc = enc
-        self.dec = GuidanceDecoder(enc.widths, enc.code_dim, enc.in_channels)
+        self.dec = GuidanceDecoder(enc.widths, enc.code_dim, enc.in_channels * enc.stride ** 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image(x, "x", ndim=4, channels=(self.enc.in_channels,))
-        xp, size = pad_to_multiple(x, 2 ** self.enc.depth)
+        xp, size = pad_to_multiple(x, self.enc.multiple)
         feats = self.enc.features(xp)
         code = self.enc.head(F.leaky_relu(feats[-1], 0.2).mean((2, 3)))
-        return crop_to(self.dec(feats[-1], code), size)
+        rec = self.dec(feats[-1], code)
+        return crop_to(F.pixel_shuffle(rec, self.enc.stride) if self.enc.stride > 1 else rec, size)
 
 # %% ../../nbs/07a_model_blocks.ipynb #a0bb79bf
 def freeze(module: nn.Module) -> nn.Module:
@@ -210,18 +229,19 @@ class Discriminator(nn.Module):
                  depth: int = 3, # number of down-blocks; the patch grid is H/2^depth x W/2^depth
                  max_width: int = 128, # cap on the widths base * 2^i
                  spectral_norm: bool = False, # wrap every conv in spectral normalisation
+                 stem: str = "conv", # "conv" or "unshuffle" (space-to-depth by 2 first: patches of 2^(depth+1) px)
                 ):
         super().__init__()
-        self.in_channels, self.depth = in_channels, depth
+        self.in_channels, self.depth, self.stride = in_channels, depth, stem_stride(stem)
         w = self.widths = stage_widths(base, depth, max_width)
-        self.stem = _sn(nn.Conv2d(in_channels, w[0], 3, padding=1), spectral_norm)
+        self.stem = _sn(nn.Conv2d(in_channels * self.stride ** 2, w[0], 3, padding=1), spectral_norm)
         self.blocks = nn.Sequential(*[_PreActDown(a, b, spectral_norm=spectral_norm) for a, b in zip(w[:-1], w[1:])])
         self.conv = _sn(nn.Conv2d(w[-1], w[-1], 3, padding=1), spectral_norm)
         self.out = _sn(nn.Conv2d(w[-1], 1, 1), spectral_norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_image(x, "x", ndim=4, channels=(self.in_channels,), min_size=2 ** self.depth)
-        h = self.blocks(self.stem(to_signed(x)))
+        check_image(x, "x", ndim=4, channels=(self.in_channels,), min_size=2 ** self.depth * self.stride)
+        h = self.blocks(self.stem(fold(to_signed(x), self.stride)))
         return self.out(F.leaky_relu(self.conv(F.leaky_relu(h, 0.2)), 0.2))
 
 # %% ../../nbs/07a_model_blocks.ipynb #ffac6f84

@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from ..core import check_image, to_signed, crop_to, method_of, setting, Settings
 from .vnm import VariationalNorm, VNMBlock, AdaLIN
-from .blocks import stage_widths, ResBlock, pad_input
+from .blocks import stage_widths, ResBlock, pad_input, STEMS, stem_stride, fold
 
 # %% auto #0
 __all__ = ['CPU_CHUNK_PIXELS', 'GenOutput', 'GenConfig', 'Generator']
@@ -80,6 +80,7 @@ class GenConfig(Settings):
     vnm_placement: str = setting("decoder", choices=("decoder", "bottleneck")) # one per upsampling stage, or all at the bottleneck
     conditioning: str = setting("vnm", choices=("vnm", "deterministic", "adain")) # VNM, its deterministic ablation, official-style AdaIN
     residual: bool = setting(True) # head adds a correction to the input's logit (near-identity start)
+    stem: str = setting("conv", choices=STEMS) # "unshuffle": space-to-depth by 2, the U-Net at half resolution
 
 # %% ../../nbs/07b_model_generator.ipynb #3e0960f3
 class Generator(nn.Module):
@@ -93,26 +94,28 @@ class Generator(nn.Module):
         depth, code_hq, conditioning = c.depth, c.code_hq, c.conditioning
         self.in_channels, self.depth, self.code_hq, self.conditioning = in_channels, depth, code_hq, conditioning
         w = self.widths = stage_widths(c.base, depth, c.max_width)
-        self.stem, self.down, self.mid = _gen_encoder(in_channels, w, depth, c.blocks, c.bottleneck_blocks, c.norm)
+        self.stride = stem_stride(c.stem)  # pixels per side that the stem folds into channels
+        cs = in_channels * self.stride ** 2
+        self.stem, self.down, self.mid = _gen_encoder(cs, w, depth, c.blocks, c.bottleneck_blocks, c.norm)
         if conditioning == "adain": self.to_code, self.vnm, lat, bn = None, None, code_hq, "adain"
         else:
             self.to_code = nn.Linear(2 * w[-1], c.code_lq)
             self.vnm = VariationalNorm(c.code_lq, code_hq, c.latent, c.hidden, deterministic=conditioning == "deterministic")
             lat, bn = c.latent, "adalin"
         counts = self.vnm_counts = _vnm_layout(c.n_vnm, depth, c.vnm_placement)
-        self.cond, self.up, self.head = _gen_decoder(w, depth, counts, lat, bn, in_channels)
+        self.cond, self.up, self.head = _gen_decoder(w, depth, counts, lat, bn, cs)
         self.residual = c.residual
         if c.residual:  # small head: the untrained generator is close to the identity map
             with torch.no_grad(): self.head.weight.mul_(0.1); self.head.bias.zero_()
 
     @property
-    def multiple(self) -> int: return 2 ** self.depth
+    def multiple(self) -> int: return 2 ** self.depth * self.stride
 
 # %% ../../nbs/07b_model_generator.ipynb #406c899b
 @method_of(Generator)
 def _encode(self: Generator, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
     "Padded (B,C,H,W) in [0,1] -> (feature maps of levels 0..depth, the last after the bottleneck; v_y or None)."
-    feats = [F.leaky_relu(self.stem(to_signed(x)), 0.2)]
+    feats = [F.leaky_relu(self.stem(fold(to_signed(x), self.stride)), 0.2)]  # fold: (B, C*s*s, H/s, W/s)
     for stage in self.down: feats.append(stage(feats[-1]))
     feats[-1] = self.mid(feats[-1])
     if self.to_code is None: return feats, None
@@ -136,6 +139,7 @@ def _decode(self: Generator, feats: list[torch.Tensor], v_y: torch.Tensor | None
         if s > 0: h = self.up[s - 1](h, feats[self.depth - s])
         for blk in blocks: h = blk(h, w)
     out = self.head(h)
+    if self.stride > 1: out = F.pixel_shuffle(out, self.stride)
     if self.residual: out = out + torch.logit(x_pad.clamp(1e-3, 1 - 1e-3))
     return GenOutput(torch.sigmoid(out), kl)
 
@@ -256,6 +260,7 @@ class _SharedDecoder:
             for i, blk in enumerate(blocks):
                 h = _vnm_block(blk, h, w, self.block_w[s][i], self.stats0 if (s == 0 and i == 0) else None)
         out = F.conv2d(h, self.head_w, g.head.bias)
+        if g.stride > 1: out = F.pixel_shuffle(out, g.stride)
         if self.logit is not None: out = self._add_shared(out, self.logit)
         if out.shape[0] != w.shape[0]: out = out.repeat(w.shape[0] // out.shape[0], 1, 1, 1)   # no block used w
         return torch.sigmoid_(out).contiguous()

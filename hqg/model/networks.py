@@ -26,13 +26,17 @@ __all__ = ['ARCHITECTURES', 'VARIANTS', 'RELEASED_PARAMS', 'FOV_MODES', 'FOV_COV
 # %% ../../nbs/08_model_networks.ipynb #cbf92453
 ARCHITECTURES = {
     "tiny": dict(gen_base=16, gen_depth=3, gen_max_width=128, gen_blocks=1, gen_bottleneck_blocks=1,
-                 gen_norm="instance", gen_n_vnm=4, gen_vnm_placement="decoder", gen_residual=True, code_lq=16,
-                 code_hq=64, latent=64, vnm_hidden=128, disc_base=16, disc_depth=3, disc_max_width=128, spectral_norm=False,
-                 enc_base=16, enc_depth=4, enc_max_width=128, seg_base=16, seg_depth=3, seg_max_width=128),
-    "paper": dict(gen_base=64, gen_depth=4, gen_max_width=512, gen_blocks=1, gen_bottleneck_blocks=2,
-                  gen_norm="instance", gen_n_vnm=4, gen_vnm_placement="decoder", gen_residual=True, code_lq=16,
-                  code_hq=64, latent=128, vnm_hidden=256, disc_base=64, disc_depth=5, disc_max_width=512, spectral_norm=False,
-                  enc_base=64, enc_depth=6, enc_max_width=512, seg_base=32, seg_depth=4, seg_max_width=256),
+                 gen_norm="instance", gen_n_vnm=4, gen_vnm_placement="decoder", gen_residual=True, gen_stem="conv",
+                 code_lq=16, code_hq=64, latent=64, vnm_hidden=128, disc_base=16, disc_depth=3, disc_max_width=128, spectral_norm=False,
+                 disc_stem="conv", enc_stem="conv", enc_base=16, enc_depth=4, enc_max_width=128, seg_base=16, seg_depth=3, seg_max_width=128),
+    "paper": dict(gen_base=32, gen_depth=4, gen_max_width=512, gen_blocks=1, gen_bottleneck_blocks=2,
+                  gen_norm="instance", gen_n_vnm=4, gen_vnm_placement="decoder", gen_residual=True, gen_stem="unshuffle",
+                  code_lq=16, code_hq=64, latent=128, vnm_hidden=256, disc_base=32, disc_depth=4, disc_max_width=512,
+                  spectral_norm=False, disc_stem="unshuffle", enc_stem="unshuffle", enc_base=32, enc_depth=5, enc_max_width=512, seg_base=32, seg_depth=4, seg_max_width=256),
+    "paper-wide": dict(gen_base=64, gen_depth=4, gen_max_width=512, gen_blocks=1, gen_bottleneck_blocks=2,
+                       gen_norm="instance", gen_n_vnm=4, gen_vnm_placement="decoder", gen_residual=True, gen_stem="conv",
+                       code_lq=16, code_hq=64, latent=128, vnm_hidden=256, disc_base=64, disc_depth=5, disc_max_width=512,
+                       spectral_norm=False, disc_stem="conv", enc_stem="conv", enc_base=64, enc_depth=6, enc_max_width=512, seg_base=32, seg_depth=4, seg_max_width=256),
 }
 VARIANTS = {"hqg": "vnm", "deterministic": "deterministic", "official": "adain", "hqg-official": "adain"}
 RELEASED_PARAMS = {"gen": 36.5e6, "disc": 26.1e6, "enc_hq": 26.1e6}  # the authors' released code (counted from its model files)
@@ -43,7 +47,7 @@ def make_generator(in_channels: int, c: dict) -> Generator:
         base=c["gen_base"], depth=c["gen_depth"], max_width=c["gen_max_width"], blocks=c["gen_blocks"],
         bottleneck_blocks=c["gen_bottleneck_blocks"], norm=c["gen_norm"], code_lq=c["code_lq"], code_hq=c["code_hq"],
         latent=c["latent"], hidden=c["vnm_hidden"], n_vnm=c["gen_n_vnm"], vnm_placement=c["gen_vnm_placement"],
-        conditioning=c["gen_conditioning"], residual=c["gen_residual"]))
+        conditioning=c["gen_conditioning"], residual=c["gen_residual"], stem=c["gen_stem"]))
 
 def resolve_config(size: str = "tiny", variant: str = "hqg", **overrides) -> dict:
     "The full network settings of a preset + variant with `overrides` applied (unknown keys raise ValueError)."
@@ -95,8 +99,8 @@ def _store_sides(cfg: dict, guide_tile, train_side):
 def _hqg_nets(in_channels: int, c: dict, with_seg: bool) -> tuple:
     "HQGNet's generator, discriminator, guidance encoder and (with `with_seg`) segmenter, built in this order."
     return (make_generator(in_channels, c),
-            Discriminator(in_channels, c["disc_base"], c["disc_depth"], c["disc_max_width"], c["spectral_norm"]),
-            GuidanceEncoder(in_channels, c["enc_base"], c["enc_depth"], c["enc_max_width"], c["code_hq"]),
+            Discriminator(in_channels, c["disc_base"], c["disc_depth"], c["disc_max_width"], c["spectral_norm"], c["disc_stem"]),
+            GuidanceEncoder(in_channels, c["enc_base"], c["enc_depth"], c["enc_max_width"], c["code_hq"], c["enc_stem"]),
             Segmenter(in_channels, 1, c["seg_base"], c["seg_depth"], c["seg_max_width"]) if with_seg else None)
 
 # %% ../../nbs/08_model_networks.ipynb #d84fbc6d
@@ -165,7 +169,7 @@ def _code_dim(self: HQGNet) -> int: return self.cfg["code_hq"]
 def _min_size(self: HQGNet) -> int: return self.gen.multiple  # 2**gen_depth: the smallest H, W that `enhance` accepts
 
 @_property_of(HQGNet)
-def _min_guide_size(self: HQGNet) -> int: return 2 ** self.enc_hq.depth  # the smallest H, W of a guidance image
+def _min_guide_size(self: HQGNet) -> int: return self.enc_hq.multiple  # the smallest H, W of a guidance image
 
 @_property_of(HQGNet)
 def _device(self: HQGNet) -> torch.device: return self.default_code.device
@@ -343,6 +347,12 @@ def newer_version_note(ckpt: dict) -> str:
     if _version(v) <= _version(__version__): return ""
     return f" (written by hqg {v}, newer than this hqg {__version__}: upgrade hqg to read it)"
 
+def _upgraded_config(ckpt: dict) -> dict:
+    "A checkpoint's model_config for this hqg: before 0.2 the `paper` size was today's `paper-wide`."
+    mc = dict(ckpt["model_config"])
+    if mc.get("size") == "paper" and _version(ckpt.get("hqg_version")) < (0, 2): mc["size"] = "paper-wide"
+    return mc
+
 # %% ../../nbs/08_model_networks.ipynb #be700b98
 def _from_checkpoint(cls, path: str | os.PathLike, map_location="cpu") -> HQGNet:
     "Build an HQGNet from a checkpoint written by `save_checkpoint` (read with weights_only=True)."
@@ -359,7 +369,7 @@ def _from_checkpoint(cls, path: str | os.PathLike, map_location="cpu") -> HQGNet
         raise ValueError(f"{path}: unknown checkpoint format {ckpt['format']!r}{newer_version_note(ckpt)}; this hqg reads "
                          f"{[f for f in CKPT_FORMATS if f]} (or no format key)")
     try:
-        net = cls(**ckpt["model_config"])
+        net = cls(**_upgraded_config(ckpt))
         net.load_state_dict(ckpt["model"])
     except (TypeError, ValueError, RuntimeError) as e:
         raise ValueError(f"{path}: checkpoint does not fit its model_config{newer_version_note(ckpt)}: {str(e)[:300]}") from e

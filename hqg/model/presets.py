@@ -27,6 +27,7 @@ PRESETS = {
               "train": {"max_steps": 50_000, "lr_decay_start": 25_000, "log_every": 50, "sample_every": 1000,
                         "ckpt_every": 5000, "val_every": 5000, "pretrain_guidance_steps": 2000,
                         "amp": True, "channels_last": True, "device": "auto"}},
+    "paper-wide": {"base": "paper", "model": {"size": "paper-wide"}},  # the full-resolution U-Net (hqg < 0.2 `paper`)
     "hqg-official": {"base": "paper+official", "data": {"batch_size": 1}},
     "tiny-bilevel": {"base": "tiny+bilevel",  # chosen on a held-out synthetic set (nbs/experiments/21_train_bilevel)
                      "bilevel": {"warmup_steps": 50, "ramp_steps": 50, "pretrain_seg_steps": 200, "train_seg": False}},

@@ -20,6 +20,7 @@ from ..model.blocks import freeze
 from ..model.losses import HQGLoss, seg_loss
 from .loop import Loop, check_batch, pop_options
 from .hqg import HQGStep, GANConfig, HQGOptions, Trainer
+from .parts import adam
 
 # %% auto #0
 __all__ = ['SOLVERS', 'task_weight', 'unrolled_seg_logits', 'BilevelOptions', 'BilevelStep', 'BilevelTrainer', 'SegmentationSet',
@@ -119,7 +120,7 @@ def _bind(self: BilevelStep, loop: Loop) -> None:
     HQGStep.bind(self, loop)
     if not self.train_seg: freeze(self.seg)
     self.seg_train = loop.wrap(self.seg) if self.train_seg else self.seg
-    self.opt_s = torch.optim.Adam(self.seg.parameters(), lr=self.lr_s)
+    self.opt_s = adam(self.seg.parameters(), lr=self.lr_s)
 
 BilevelStep.modules = lambda self: {**HQGStep.modules(self), "seg": self.seg}
 
@@ -285,7 +286,7 @@ def pretrain_segmenter(seg: nn.Module, # a segmenter: (B,C,H,W) images -> (B,1,H
     dev, was = get_device(device), seg.training
     seg.to(dev).train().requires_grad_(True)
     loader = make_loader(dataset, batch_size, shuffle=True, seed=seed)
-    opt, hist, epoch = torch.optim.Adam(seg.parameters(), lr=lr), [], 0
+    opt, hist, epoch = adam(seg.parameters(), lr=lr), [], 0
     while len(hist) < steps:
         for b in set_loader_epoch(loader, epoch):
             loss = seg_loss(seg(b["image"].to(dev)), b["mask"].to(dev))

@@ -16,6 +16,7 @@ from ..model.losses import HQGLoss
 from ..model.gan import gan_loss_d, gan_loss_g, r1_penalty
 from .loop import Loop, check_batch, pop_options
 from .hqg import HQGStep, GANConfig, HQGOptions, Trainer
+from .parts import adam
 
 # %% auto #0
 __all__ = ['BASELINE_LOSSES', 'CYCLE_TERMS', 'baseline_loss', 'CycleOutputs', 'CycleOptions', 'CycleGANStep', 'CycleGANTrainer']
@@ -73,7 +74,8 @@ class CycleGANStep(HQGStep):
         self.lambda_cycle, self.lambda_idt = cy.lambda_cycle, cy.lambda_idt
         c = net.cfg
         self.gen_lq = make_generator(net.in_channels, c).train()
-        self.disc_lq = Discriminator(net.in_channels, c["disc_base"], c["disc_depth"], c["disc_max_width"], c["spectral_norm"]).train()
+        self.disc_lq = Discriminator(net.in_channels, c["disc_base"], c["disc_depth"], c["disc_max_width"], c["spectral_norm"],
+                                     c["disc_stem"]).train()
 
     settings = property(lambda self: {**HQGStep.settings.fget(self), "lambda_cycle": self.lambda_cycle,
                                       "lambda_idt": self.lambda_idt, "method": "cyclegan"})
@@ -103,9 +105,9 @@ def _bind(self: CycleGANStep, loop: Loop) -> None:
         loop.broadcast(m)
     self.gen_lq_train, self.disc_lq_train = loop.wrap(self.gen_lq), loop.wrap(self.disc_lq)
     g = self.gan
-    self.opt_g = torch.optim.Adam([{"params": list(self.gen.parameters()), "lr": g.lr_g},
+    self.opt_g = adam([{"params": list(self.gen.parameters()), "lr": g.lr_g},
                                    {"params": list(self.gen_lq.parameters()), "lr": g.lr_g}], betas=tuple(g.betas))
-    self.opt_d = torch.optim.Adam([{"params": list(self.disc.parameters()), "lr": g.lr_d},
+    self.opt_d = adam([{"params": list(self.disc.parameters()), "lr": g.lr_d},
                                    {"params": list(self.disc_lq.parameters()), "lr": g.lr_d}], betas=tuple(g.betas))
     self._code0 = torch.zeros(1, self.net.code_dim, device=loop.device)
 

@@ -17,6 +17,7 @@ from ..model.losses import HQGLoss, TERM_NAMES
 from ..model.gan import gan_loss_d, r1_penalty
 from .parts import *
 from .loop import *
+from .parts import adam
 
 # %% auto #0
 __all__ = ['GANConfig', 'HQGOptions', 'HQGStep', 'Trainer']
@@ -30,6 +31,7 @@ class GANConfig(Settings):
     lr_d: float = setting(2e-4, min=0.0) # Adam learning rate of the discriminator(s), > 0
     betas: tuple[float, float] = setting((0.5, 0.999), min=0.0) # Adam betas of both optimizers
     r1_gamma: float = setting(1.0, min=0.0) # R1 weight gamma on real HQ (the penalty enters as gamma/2 * R1); 0: off
+    r1_every: int = setting(1, min=1) # lazy R1 (StyleGAN2): the penalty on every k-th D step only, weighted k * gamma/2
 
     def __post_init__(self):
         super().__post_init__()
@@ -99,8 +101,8 @@ def _bind(self: HQGStep, loop: Loop) -> None:
     g = self.gan
     groups = [{"params": list(self.gen.parameters()), "lr": g.lr_g}]
     if self.finetune_guidance: groups.append({"params": list(self.enc.parameters()), "lr": self.lr_guidance or g.lr_g})
-    self.opt_g = torch.optim.Adam(groups, betas=tuple(g.betas))
-    self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=g.lr_d, betas=tuple(g.betas))
+    self.opt_g = adam(groups, betas=tuple(g.betas))
+    self.opt_d = adam(self.disc.parameters(), lr=g.lr_d, betas=tuple(g.betas))
 
 def _call(self: HQGStep, batch: dict, # a loader batch with "lq" and "hq" (and "hq_path" for the style terms)
          ) -> dict[str, torch.Tensor]: # all D and G terms of the step (detached)
@@ -137,14 +139,16 @@ def _d_step(self: HQGStep, x_hq: torch.Tensor, # (B,C,H,W) real HQ images
            ) -> dict[str, torch.Tensor]: # d_adv, d_r1, d_total (detached; mean over DDP ranks)
     "One discriminator update: adversarial loss on real HQ vs enhanced + r1_gamma/2 * R1 on real HQ."
     self.disc.train().requires_grad_(True)
-    x_real = x_hq.detach().requires_grad_(self.r1_gamma > 0)
+    k = self.gan.r1_every
+    with_r1 = self.r1_gamma > 0 and self.loop.step % k == 0   # lazy R1: on steps 0, k, 2k, ... (weighted k times)
+    x_real = x_hq.detach().requires_grad_(with_r1)
     with self.loop.autocast():
         real, fake = self.disc_train(torch.cat([x_real, x_enh.detach()])).float().chunk(2)
     adv = gan_loss_d(real, fake, self.gan_kind)
-    r1 = r1_penalty(real, x_real) if self.r1_gamma > 0 else adv.new_zeros(())
-    total = adv + self.r1_gamma / 2 * r1
+    r1 = r1_penalty(real, x_real) if with_r1 else adv.new_zeros(())
+    total = adv + k * self.r1_gamma / 2 * r1
     terms = {"d_adv": adv, "d_r1": r1, "d_total": total}
-    vec = self.loop.guard(terms, {"d_r1": self.r1_gamma / 2})
+    vec = self.loop.guard(terms, {"d_r1": k * self.r1_gamma / 2})
     self.opt_d.zero_grad(set_to_none=True); total.backward(); self.opt_d.step()
     self.opt_d.zero_grad(set_to_none=True)  # free D's gradients before the G step
     return dict(zip(terms, vec))

@@ -16,9 +16,9 @@ from ..data.io import atomic_write
 from ..model.networks import newer_version_note
 
 # %% auto #0
-__all__ = ['CKPT_FORMAT', 'CKPT_KEYS', 'TRAIN_STATE_KEYS', 'lr_factor', 'ema_decay_at', 'ema_update', 'sample_grid',
-           'NonFiniteLossError', 'psnr_metric', 'ssim_metric', 'rng_state', 'set_rng_state', 'plain_data',
-           'save_atomic', 'load_checkpoint', 'check_checkpoint', 'find_last_checkpoint']
+__all__ = ['FUSED_ADAM_DEVICES', 'CKPT_FORMAT', 'CKPT_KEYS', 'TRAIN_STATE_KEYS', 'lr_factor', 'ema_decay_at', 'ema_update',
+           'sample_grid', 'adam', 'NonFiniteLossError', 'psnr_metric', 'ssim_metric', 'rng_state', 'set_rng_state',
+           'plain_data', 'save_atomic', 'load_checkpoint', 'check_checkpoint', 'find_last_checkpoint']
 
 # %% ../../nbs/11_train_parts.ipynb #94285299
 def lr_factor(step: int, # completed steps (0 for the first step)
@@ -56,6 +56,19 @@ def sample_grid(*columns: torch.Tensor, # equally shaped (B,C,H,W) batches, one 
     for j, col in enumerate(columns):
         for i in range(b): grid[:, i * (h + pad):i * (h + pad) + h, j * (w + pad):j * (w + pad) + w] = col[i].float().cpu()
     return grid
+
+# %% ../../nbs/11_train_parts.ipynb #4d33ae03
+FUSED_ADAM_DEVICES = ("cpu", "cuda")
+
+def adam(params, # parameters or parameter groups, as for torch.optim.Adam
+         **kw, # lr, betas, ...
+        ) -> torch.optim.Adam:
+    "torch.optim.Adam, fused where torch fuses it for these parameters (float tensors on the CPU or CUDA)."
+    params = list(params)
+    tensors = [p for g in params for p in (g["params"] if isinstance(g, dict) else [g])]
+    fused = bool(tensors) and all(p.device.type in FUSED_ADAM_DEVICES and p.dtype in (torch.float32, torch.float16, torch.bfloat16)
+                                  for p in tensors)
+    return torch.optim.Adam(params, fused=fused or None, **kw)
 
 # %% ../../nbs/11_train_parts.ipynb #ac30d6d3
 class NonFiniteLossError(FloatingPointError):
