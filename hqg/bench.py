@@ -4,14 +4,14 @@
 
 # %% ../nbs/00a_bench.ipynb #44be8f0c
 from __future__ import annotations
-import ctypes, ctypes.util, gc, json, math, os, platform, re, resource, statistics, sys, time
+import ctypes, ctypes.util, functools, gc, json, math, os, platform, re, resource, statistics, sys, time
 from typing import Callable, Sequence
 import torch
 from .core import get_device
 
 # %% auto #0
-__all__ = ['UNITS', 'synchronize', 'timed', 'median_ms', 'best_ms', 'PeakMemory', 'markdown_table', 'cpu_flags', 'machine',
-           'units_of', 'bench_report']
+__all__ = ['UNITS', 'synchronize', 'timed', 'median_ms', 'best_ms', 'PeakMemory', 'markdown_table', 'cpu_flags', 'cpu_has_bf16',
+           'machine', 'units_of', 'bench_report']
 
 # %% ../nbs/00a_bench.ipynb #0fcd47d7
 def synchronize(device: str | torch.device | None = None) -> None:
@@ -124,22 +124,30 @@ def markdown_table(rows: Sequence[dict], # one dict per row
 # %% ../nbs/00a_bench.ipynb #84534023
 UNITS = (("s_per_step", "s"), ("s_per_step_mean", "s"), ("_per_s", "1/s"), ("_ms", "ms"), ("_s", "s"), ("_mib", "MiB"), ("_mb", "MiB"), ("gmacs", "GMAC"), ("params", "count"))
 
+@functools.cache
+def _cpuinfo() -> str:
+    "The text of /proc/cpuinfo, read once ('' where there is none)."
+    try: return open("/proc/cpuinfo", encoding="utf-8").read()
+    except OSError: return ""
+
 def cpu_flags() -> set[str]:
     "The CPU's feature flags (/proc/cpuinfo; empty where there is none)."
-    try: text = open("/proc/cpuinfo", encoding="utf-8").read()
-    except OSError: return set()
-    m = re.search(r"^flags\s*:\s*(.*)$", text, re.M)
+    m = re.search(r"^flags\s*:\s*(.*)$", _cpuinfo(), re.M)
     return set(m.group(1).split()) if m else set()
+
+def cpu_has_bf16() -> bool:
+    "True on a CPU with native bf16 arithmetic (AMX or AVX-512-bf16), where CPU autocast pays."
+    return bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
 
 def machine(device: str | torch.device | None = None) -> dict:
     "Where the figures were measured: CPU model, cores, threads, torch version, accelerator, native CPU bf16."
-    try: cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo", encoding="utf-8") if l.startswith("model name"))
-    except (OSError, StopIteration): cpu = platform.processor() or platform.machine()
+    m = re.search(r"^model name\s*:\s*(.*)$", _cpuinfo(), re.M)
+    cpu = m.group(1).strip() if m else platform.processor() or platform.machine()
     dev = get_device(device or "cpu")
     return dict(cpu=cpu, cores=os.cpu_count(), threads=torch.get_num_threads(), torch=torch.__version__,
                 python=platform.python_version(), device=str(dev),
                 gpu=torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
-                cpu_bf16=bool(cpu_flags() & {"amx_bf16", "avx512_bf16"}))
+                cpu_bf16=cpu_has_bf16())
 
 # %% ../nbs/00a_bench.ipynb #d2a48281
 def _plain(v):

@@ -24,7 +24,10 @@ def _cmd_samples(a):
     for k, v in counts.items(): print(f"{a.out}/{k}: {v} files")
 
 # %% ../../nbs/26_app_cli.ipynb #3e2990b3
-from . import speed  # the benchmarks (25b_app_speed)
+def _speed():
+    "hqg.app.speed (25b_app_speed), imported when a benchmark runs: it pulls in the explorer's widgets."
+    from hqg.app import speed
+    return speed
 
 def _size(a, default: int) -> int:
     "The one --image-size of a benchmark (several are for `compare` only)."
@@ -32,7 +35,7 @@ def _size(a, default: int) -> int:
     return a.image_size[0] if a.image_size else default
 
 def _bench_wavelets(a):
-    return speed.bench_wavelets(batch=a.batch or 8, channels=3, size=_size(a, 384), wavelet=a.wavelet,
+    return _speed().bench_wavelets(batch=a.batch or 8, channels=3, size=_size(a, 384), wavelet=a.wavelet,
                                 level=a.level, repeats=a.repeats, verbose=not a.json)
 
 def _bench_training(a):
@@ -40,31 +43,31 @@ def _bench_training(a):
     for size in a.sizes or ["tiny", "paper"]:
         dev = "cpu" if size == "tiny" and a.device == "auto" else a.device
         kw = dict(batch=a.batch or 4, image_size=_size(a, 64 if size == "tiny" else 384), steps=a.repeats, verbose=not a.json)
-        rows.append(speed.bench_training(size, device=dev, **kw))
+        rows.append(_speed().bench_training(size, device=dev, **kw))
         if size.startswith("paper") and torch.cuda.is_available():
-            rows.append(speed.bench_training(size, device="cuda", amp=True, channels_last=True, **kw))
+            rows.append(_speed().bench_training(size, device="cuda", amp=True, channels_last=True, **kw))
     return rows
 
-def _bench_explorer(a): return speed.bench_explorer(n=a.repeats, verbose=not a.json)
+def _bench_explorer(a): return _speed().bench_explorer(n=a.repeats, verbose=not a.json)
 
-def _bench_large(a): return speed.bench_large(side=_size(a, 2048), verbose=not a.json)
+def _bench_large(a): return _speed().bench_large(side=_size(a, 2048), verbose=not a.json)
 
 def _bench_enhance(a):
-    return speed.bench_enhance(image_size=_size(a, 256), n=a.batch or 8, device=a.device, repeats=a.repeats, verbose=not a.json)
+    return _speed().bench_enhance(image_size=_size(a, 256), n=a.batch or 8, device=a.device, repeats=a.repeats, verbose=not a.json)
 
 # %% ../../nbs/26_app_cli.ipynb #6ca76e9b
 def _bench_compare(a):
     presets = tuple(a.sizes or ("paper", "paper-wide", "tiny"))
-    return [r for px in a.image_size or [384] for r in speed.compare_speed(
+    return [r for px in a.image_size or [384] for r in _speed().compare_speed(
         image_size=px, batch=a.batch or 1, device=a.device, repeats=a.repeats, presets=presets, verbose=not a.json)]
 
 def _bench_released(a):
-    return speed.bench_released(batch=a.batch or 1, image_size=_size(a, 384), device=a.device, repeats=a.repeats,
+    return _speed().bench_released(batch=a.batch or 1, image_size=_size(a, 384), device=a.device, repeats=a.repeats,
                                 verbose=not a.json)
 
 def _bench_generator(a):
-    return [speed.bench_generator(size, batch=a.batch or (4 if size == "tiny" else 1), image_size=_size(a,
-                                  speed.BENCH_IMAGE_SIZE[size]), device=a.device, repeats=a.repeats, verbose=not a.json)
+    return [_speed().bench_generator(size, batch=a.batch or (4 if size == "tiny" else 1), image_size=_size(a,
+                                  _speed().BENCH_IMAGE_SIZE[size]), device=a.device, repeats=a.repeats, verbose=not a.json)
             for size in a.sizes or ["tiny", "paper"]]
 
 BENCHES = {"wavelets": _bench_wavelets, "generator": _bench_generator, "training": _bench_training, "enhance": _bench_enhance,

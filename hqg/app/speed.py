@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 from ..core import get_device, seed_everything, convert_channels, repo_file
-from ..bench import timed, median_ms, PeakMemory, markdown_table, cpu_flags
+from ..bench import timed, median_ms, PeakMemory, markdown_table, cpu_has_bf16
 from ..data.io import read_image, write_image, list_images
 from ..data.degrade import degrade, estimate_fov
 from ..model.wavelets import wavedec2
@@ -189,7 +189,7 @@ def compare_speed(image_size: int = 384, batch: int = 1, device: str = "cpu", re
                  ) -> list[dict]:
     "Rows of `bench_hqg` for each preset and `bench_released`, same settings, fp32; prints a markdown table."
     _check_bench_args(batch, image_size, repeats)
-    if mixed is None: mixed = get_device(device).type == "cuda" or bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
+    if mixed is None: mixed = get_device(device).type == "cuda" or cpu_has_bf16()
     kw = dict(in_channels=in_channels, verbose=False, mixed=mixed)
     rows = [bench_hqg(p, batch, image_size, device, repeats, **kw) for p in presets]
     rows.append(bench_released(batch, image_size, device, repeats, **kw))
