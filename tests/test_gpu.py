@@ -46,3 +46,10 @@ def test_papermill_training_notebook_runs_on_cuda(tmp_path):
     cells = json.loads(done.read_text(encoding="utf-8"))["cells"]
     assert not any(o.get("output_type") == "error" for c in cells for o in c.get("outputs", []))
     assert "cuda" in "".join("".join(o.get("text", "")) for c in cells for o in c.get("outputs", []))
+
+
+def test_compiled_generator_trains_on_cuda():
+    from hqg.app.speed import bench_training
+    r = bench_training("tiny", batch=4, image_size=64, steps=3, device="cuda", amp=True, channels_last=True, compile=True,
+                       verbose=False)
+    assert r["compile"] and r["images_per_s"] > 0 and r["first_step_s"] > r["s_per_step"]

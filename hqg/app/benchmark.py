@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from .runs import load_config, train, new_run_dir, read_metrics, RunProgress
 from ..core import fmt_mean_std
-from ..eval.evaluate import evaluate, mean_std, METRIC_LABELS, DIAGNOSTIC_LABELS, guide_paths
+from ..eval.evaluate import evaluate, mean_std, METRIC_LABELS, DIAGNOSTIC_LABELS, NOREF_KEYS, guide_paths
 
 # %% auto #0
 __all__ = ['LEARNED', 'CLASSICAL_METHODS', 'DEFAULT_METHODS', 'method_config', 'check_methods', 'benchmark', 'summarize_runs',
@@ -166,8 +166,8 @@ def benchmark(methods=DEFAULT_METHODS, # method names (see the table above)
     return bench
 
 # %% ../../nbs/24_app_benchmark.ipynb #6d0c8184
-_KEYS = ("psnr", "ssim", "structure", "uniformity", "snr", "vessel_contrast", "noise", "border",
-         "uncertainty", "created", "lost", "guidance_spread", "guidance_following")
+_KEYS = ("psnr", "ssim", "structure", "uniformity", "snr", "vessel_contrast", "noise", "border", *NOREF_KEYS,
+         "uncertainty", "created", "lost", "guidance_spread", "guidance_following")  # NOREF_KEYS: sets without ground truth
 _LABELS = {**METRIC_LABELS, **DIAGNOSTIC_LABELS, "guidance_spread": "guidance spread",
            "guidance_following": "guidance following"}
 

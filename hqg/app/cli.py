@@ -44,6 +44,7 @@ def _bench_training(a):
         dev = "cpu" if size == "tiny" and a.device == "auto" else a.device
         kw = dict(batch=a.batch or 4, image_size=_size(a, 64 if size == "tiny" else 384), steps=a.repeats, verbose=not a.json)
         rows.append(_speed().bench_training(size, device=dev, **kw))
+        if a.compile: rows.append(_speed().bench_training(size, device=dev, compile=True, **kw))
         if size.startswith("paper") and torch.cuda.is_available():
             rows.append(_speed().bench_training(size, device="cuda", amp=True, channels_last=True, **kw))
     return rows
@@ -90,7 +91,7 @@ def _torchrun_train(a) -> int:
     argv = ["train", "--out", str(a.out)]
     for flag, v in (("--config", a.config), ("--data", a.data), ("--max-steps", a.max_steps), ("--device", a.device)):
         if v is not None: argv += [flag, str(v)]
-    argv += (["--resume"] if a.resume else []) + (["--set", *a.set] if a.set else [])
+    argv += (["--resume"] if a.resume else []) + (["--compile"] if a.compile else []) + (["--set", *a.set] if a.set else [])
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(a.nproc), "-m", "hqg.app.cli", *argv]
     print("launching:", " ".join(cmd[1:]), flush=True)
     return subprocess.call(cmd)
@@ -102,6 +103,7 @@ def _cmd_train(a):
         raise ValueError(f"--out {a.out}: is a file; expected a folder for the run folders (it is created if missing)")
     ups = parse_overrides(a.set or [])
     if a.data: ups["data.root"] = a.data
+    if a.compile: ups["train.compile"] = True
     if a.resume and a.config is None and ups:
         raise ValueError("--resume without --config continues with the run's stored config; to change data.root "
                          "(or other allowed keys) on resume, also pass the run's --config")
@@ -142,7 +144,7 @@ def _cmd_evaluate(a):
     if (a.checkpoint is None) == (a.method is None):
         raise ValueError("evaluate: pass exactly one of --checkpoint CKPT or --method NAME (identity, gamma, clahe)")
     res = evaluate(a.checkpoint or a.method, a.data, a.out, guidance=a.guidance, device=a.device,
-                   save_images=not a.no_images, guides=a.guides)
+                   save_images=not a.no_images, guides=a.guides, no_reference=a.no_reference)
     print(f"evaluation written to {a.out} (per_image.csv, metrics.json, table.md, grid.png, distributions.png)")
     return 1 if res["failed"] else 0
 
@@ -206,6 +208,7 @@ def _args_bench(sub) -> None:
     b.add_argument("--device", default="auto", help="generator: auto (CUDA when present), cpu, cuda")
     b.add_argument("--json", action="store_true", help="print one JSON object (figures, their units, the machine) instead of lines")
     b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--compile", action="store_true", help="training: also time the step with torch.compile (its own row)")
     b.set_defaults(func=_cmd_bench)
 
 # %% ../../nbs/26_app_cli.ipynb #0427903c
@@ -252,6 +255,8 @@ def _args_evaluate(sub) -> None:
     v.add_argument("--guidance", default=None, help="HQ guidance image or folder (default: the checkpoint's code)")
     v.add_argument("--no-images", action="store_true", help="do not write the enhanced images")
     v.add_argument("--guides", default=None, help="folder of HQ guides of different styles: guidance spread/following")
+    v.add_argument("--no-reference", action="store_const", const=True, default=None,
+                   help="also score without ground truth (HQ-domain NIQE, sharpness, contrast); automatic when there is none")
     v.add_argument("--device", default="auto")
     v.set_defaults(func=_cmd_evaluate)
 
@@ -279,6 +284,46 @@ def _args_export(sub) -> None:
                    help="store enhance's default: auto = black outside the field of view (default: keep the checkpoint's)")
     x.set_defaults(func=_cmd_export)
 
+# %% ../../nbs/26_app_cli.ipynb #fcabde76
+def _cmd_data(a):
+    from hqg.data.prepare import prepare, PrepareConfig
+    from hqg.eval.noref import fit_noref_folder
+    opts = {k: getattr(a, k) for k in ("size", "val_frac", "test_frac", "include_reject", "swap", "preview", "group",
+                                       "hq_frac", "process", "seed", "workers") if getattr(a, k) is not None}
+    res = prepare(a.kind, a.root, a.out, PrepareConfig(**opts), lq=a.lq, hq=a.hq, masks=a.masks, progress=True)
+    print(res.table())
+    if a.no_noref: return 0
+    try:
+        m = fit_noref_folder(res.out)  # the HQ-domain NIQE model, saved with the dataset (noref.json)
+        print(f"no-reference model fitted on {res.out}/hq ({m.n_images} images, {m.n_patches} patches): {res.out}/noref.json")
+    except ValueError as e: print(f"no no-reference model: {str(e).splitlines()[0]}")
+    return 0
+
+def _args_data(sub) -> None:
+    d = sub.add_parser("data", help="prepare a dataset on disk (eyeq, drive, corn, any two folders) in hqg's layout")
+    p = d.add_subparsers(dest="data_command", metavar="ACTION", required=True).add_parser(
+        "prepare", help="write hq/ lq/ val/ test/ (+ masks, FOV masks), manifest.json and a no-reference model")
+    p.add_argument("kind", choices=["eyeq", "drive", "corn", "folder"])
+    p.add_argument("--root", default=None, help="the dataset as you have it (folder: optional, see --lq/--hq)")
+    p.add_argument("--out", required=True, help="output folder (new, empty, or written by an earlier prepare)")
+    for flag, kind, h in (("--size", int, "square output side (default 512; 0 = keep the size)"),
+                          ("--val-frac", float, "validation fraction (eyeq 0.2 of train by patient, folder 0.1)"),
+                          ("--test-frac", float, "test fraction (folder; default 0.1)"), ("--group", str, "folder: REGEX whose "
+                          "first group is the subject id (a subject never crosses splits)"),
+                          ("--hq-frac", float, "drive: share of the labelled images used as HQ (default 0.5)"),
+                          ("--process", str, "fundus (crop to the FOV, pad square, resize) or copy"),
+                          ("--seed", int, "split seed (hash-based: the same on every machine)"),
+                          ("--workers", int, "processes for decoding and resizing"),
+                          ("--lq", str, "folder: the low-quality images"), ("--hq", str, "folder: the high-quality images"),
+                          ("--masks", str, "folder: segmentation masks named like the LQ images")):
+        p.add_argument(flag, type=kind, default=None, help=h)
+    for flag, h in (("--include-reject", "eyeq: keep quality 2 (Reject) images, as LQ"),
+                    ("--swap", "corn: A is the high-quality side (default: A = low quality, as CycleGAN)"),
+                    ("--preview", "corn: write preview.png, a few A and B images side by side"),
+                    ("--no-noref", "do not fit the no-reference model on the prepared hq/")):
+        p.add_argument(flag, action="store_true", default=None if flag != "--no-noref" else False, help=h)
+    p.set_defaults(func=_cmd_data)
+
 # %% ../../nbs/26_app_cli.ipynb #5a717fe7
 def _args_demo(sub) -> None:
     d = sub.add_parser("demo", help="the main job on data_samples/fundus: train (papermill), enhance, score, plot")
@@ -296,6 +341,7 @@ def _args_train(sub) -> None:
     t.add_argument("--resume", action="store_true", help="continue the newest run under --out from its last.pt")
     t.add_argument("--device", default=None, help="auto | cpu | cuda | mps (default: the config's)")
     t.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="config overrides, e.g. loss.lambda_wavelet=5")
+    t.add_argument("--compile", action="store_true", help="torch.compile the generator (train.compile: any device; the first steps compile)")
     t.add_argument("--nproc", type=int, default=1, help="DDP processes (torchrun; gloo on CPU, NCCL on GPU; batch size is per process)")
     t.set_defaults(func=_cmd_train)
 
@@ -316,7 +362,7 @@ def _args_sweep(sub) -> None:
     w.set_defaults(func=_cmd_sweep)
 
 # %% ../../nbs/26_app_cli.ipynb #683b6e25
-SUBCOMMANDS = (_args_samples, _args_bench, _args_enhance, _args_report, _args_evaluate, _args_benchmark, _args_export, _args_demo, _args_train, _args_run, _args_sweep)  # help lists them in this order
+SUBCOMMANDS = (_args_samples, _args_data, _args_bench, _args_enhance, _args_report, _args_evaluate, _args_benchmark, _args_export, _args_demo, _args_train, _args_run, _args_sweep)  # help lists them in this order
 
 def build_parser() -> argparse.ArgumentParser:
     "The `hqg` argument parser: one sub-command per `_args_<name>` function (each adds its parser and handler)."

@@ -222,16 +222,17 @@ def bench_training(size: str = "tiny", # HQGNet preset
                    steps: int = 5, # timed steps
                    device: str = "cpu", # "cpu", "cuda", "auto"
                    *, amp: bool = False, channels_last: bool = False, # CUDA only
+                   compile: bool = False, # torch.compile the generator (LoopConfig.compile; warm-up >= 2)
                    warmup: int = 1, # untimed steps first
                    in_channels: int = 3, variant: str = "hqg",
                    verbose: bool = True, # print one line
                   ) -> dict:
     "Training speed of `size` on `device`: median seconds/step, steps/s, images/s (and peak CUDA memory)."
-    dev = get_device(device)
+    dev, warmup = get_device(device), max(warmup, 2) if compile else warmup
     net = HQGNet(in_channels, size, variant)
     with tempfile.TemporaryDirectory() as d:
         tr = Trainer(net, HQGLoss(), _RandomPairs(2 * batch, in_channels, image_size), run_dir=d, batch_size=batch,
-                     log_every=0, sample_every=0, ckpt_every=0, device=dev, amp=amp, channels_last=channels_last, progress=False)
+                     log_every=0, sample_every=0, ckpt_every=0, device=dev, amp=amp, channels_last=channels_last, compile=compile, progress=False)
         sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
         batches, times = endless_batches(tr), []
         for i in range(warmup + steps):
@@ -240,12 +241,12 @@ def bench_training(size: str = "tiny", # HQGNet preset
             tr.train_step(b); sync(); times.append(time.perf_counter() - t0)
     dt = statistics.median(times[warmup:])
     res = dict(size=size, variant=variant, device=str(dev), batch=batch, image_size=image_size, steps=steps,
-               amp=tr.amp, channels_last=tr.channels_last, s_per_step=dt, steps_per_s=1 / dt, images_per_s=batch / dt,
+               amp=tr.amp, channels_last=tr.channels_last, compile=compile, first_step_s=times[0], s_per_step=dt, steps_per_s=1 / dt, images_per_s=batch / dt,
                s_per_step_mean=statistics.mean(times[warmup:]),
                peak_mem_mb=torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None)
     if verbose:
         mem = f", peak {res['peak_mem_mb']:.0f} MiB" if res["peak_mem_mb"] is not None else ""
-        print(f"train {size}/{variant} on {dev}{' (bf16 AMP)' if tr.amp else ''}: batch {batch}, {image_size}px: "
+        print(f"train {size}/{variant} on {dev}{' (bf16 AMP)' if tr.amp else ''}{' (compiled)' if compile else ''}: batch {batch}, {image_size}px: "
               f"{res['steps_per_s']:.2f} steps/s, {res['images_per_s']:.1f} images/s{mem}")
     return res
 

@@ -17,10 +17,12 @@ from .classical import CLASSICAL
 from .uncertainty import enhance_samples, uncertainty_map, uncertainty_score
 from .drift import structure_drift, structure_vs_mask
 from .style import *
+from .noref import NOREF_FILE, load_or_fit_noref, no_reference_metrics
 
 # %% auto #0
-__all__ = ['METRIC_LABELS', 'DIAGNOSTIC_LABELS', 'GUIDANCE_LABELS', 'find_eval_set', 'guidance_code', 'make_enhancer',
-           'keep_fov_border', 'score_image', 'diagnose', 'mean_std', 'summarize', 'metrics_table', 'evaluate']
+__all__ = ['METRIC_LABELS', 'DIAGNOSTIC_LABELS', 'NOREF_KEYS', 'GUIDANCE_LABELS', 'find_eval_set', 'guidance_code',
+           'make_enhancer', 'keep_fov_border', 'score_image', 'noref_columns', 'diagnose', 'mean_std', 'summarize',
+           'metrics_table', 'evaluate']
 
 # %% ../../nbs/18_eval_evaluate.ipynb #c9b624c2
 def find_eval_set(data: str | Path, # dataset root, paired folder, CycleGAN root, or a plain folder of images
@@ -86,7 +88,8 @@ def make_enhancer(method, # checkpoint path, classical name, HQGNet, or callable
 METRIC_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "structure": "structure preservation",
                  "uniformity": "illumination uniformity", "snr": "CCM SNR (dB)",
                  "vessel_contrast": "vessel contrast (x reference)", "noise": "noise std (MAD)",
-                 "border": "border mean (outside FOV)"}
+                 "border": "border mean (outside FOV)", "niqe_hq": "HQ-domain NIQE (lower: closer to HQ)",
+                 "sharpness": "sharpness (finest Laplacian RMS)", "contrast": "vessel-scale contrast (DoG RMS)"}
 DIAGNOSTIC_LABELS = {"uncertainty": "uncertainty (std)", "created": "created structure", "lost": "lost structure"}
 
 def _fov(x: torch.Tensor, gt: torch.Tensor | None) -> torch.Tensor | None:
@@ -119,6 +122,29 @@ def score_image(x_lq: torch.Tensor, # (1,C,H,W) input in [0,1]
     s["border"] = float(border_mean(x_enh, fov)[0]) if whole_eye else math.nan
     s["border_in"] = float(border_mean(x_lq, fov)[0]) if whole_eye else math.nan
     return s
+
+# %% ../../nbs/18_eval_evaluate.ipynb #2ec278b9
+NOREF_KEYS = ("niqe_hq", "sharpness", "contrast")  # no_reference_metrics columns of the evaluation (uniformity is there already)
+
+def noref_columns(x: torch.Tensor, # (1,C,H,W) input
+                  y: torch.Tensor, # (1,C,H,W) output
+                  fov: torch.Tensor | None, # (1,1,H,W) field of view (None: the whole image for gray, estimated for RGB)
+                  model=None, # hqg.eval.noref.NorefModel, or None: no niqe_hq
+                 ) -> dict[str, float]:
+    "The no-reference scores of the output and (suffix _in) of the input, inside the same field of view."
+    out = {}
+    for suffix, im in (("", y), ("_in", x)):
+        m = no_reference_metrics(im[0], None if fov is None else fov[0], model)
+        out.update({k + suffix: m[k] for k in NOREF_KEYS if k in m})
+    return out
+
+def _noref_setup(data, s: dict, no_reference: bool | None, out: Path, verbose: bool) -> dict | None:
+    "None when the no-reference scores are off, else {'model': the NIQE model or None, 'note': where it came from}."
+    if not (s["gt"] is None if no_reference is None else no_reference): return None
+    model, msg = load_or_fit_noref(data)
+    if model is not None: model.save(out / NOREF_FILE)
+    if verbose: print(f"no-reference scores: {msg}")
+    return {"model": model, "note": msg}
 
 # %% ../../nbs/18_eval_evaluate.ipynb #f6c2c1ad
 @torch.no_grad()
@@ -210,7 +236,7 @@ def _load_item(p: Path, s: dict, channels: int | None):
 
 # %% ../../nbs/18_eval_evaluate.ipynb #1f837965
 def _enhance_and_score(s: dict, fn, net, keep_fov, out: Path, diagnostics: bool, n_samples: int, extra,
-                       save_images: bool) -> tuple[list, list, float, list]:
+                       save_images: bool, noref: dict | None = None) -> tuple[list, list, float, list]:
     "Enhance and score every input: (rows, failed reads, enhancement seconds, the first 4 items for the grid)."
     rows, failed, t_enh, shown = [], [], 0.0, []
     for p in list_images(s["lq"]):
@@ -218,6 +244,7 @@ def _enhance_and_score(s: dict, fn, net, keep_fov, out: Path, diagnostics: bool,
         except (ImageReadError, OSError) as e: failed.append({"image": p.name, "error": str(e)}); continue
         t0 = time.perf_counter(); y = keep_fov_border(x, fn(x).float().clamp(0, 1), keep_fov); t_enh += time.perf_counter() - t0
         row = {"image": p.name, **score_image(x, y, gt, mask)}
+        if noref is not None: row.update(noref_columns(x, y, _fov(x, gt), noref["model"]))
         if diagnostics:
             row.update(diagnose(x, y, net, code=getattr(fn, "code", None), mask=mask, fov=_fov(x, gt), n=n_samples)[0])
         if extra is not None: row.update(extra(x, y, net, mask))
@@ -232,6 +259,7 @@ def _write_table(out: Path, res: dict) -> None:
     head = (f"# {res['method']} on {res['data']}\n\n{res['n_images']} images; "
             f"{res['images_per_s']:.2f} images/s on {res['device']}.\n\n")
     note = f"Note: {res['note']}.\n\n" if res["note"] else ""
+    note += f"No-reference scores: {res['no_reference']}.\n\n" if res.get("no_reference") else ""
     g = res.get("guidance")
     guide = ("" if not g else f"\n## Guidance\n\n{g['K']} guides ({len(set(g['styles']))} styles), {g['n_inputs']} inputs:\n\n"
              f"- {GUIDANCE_LABELS['spread']}: {fmt_mean_std(g['spread'], None, 4)}\n"
@@ -265,6 +293,7 @@ def evaluate(method, # checkpoint path, classical name, HQGNet or callable: see 
              extra: Callable | None = None, # fn(x_lq, x_enh, net, mask) -> {name: float}: more per-image scores
              guides: str | Path | list | None = None, # HQ guide images (folder or paths): guidance spread/following
              name: str | None = None, # display name (default: from the method)
+             no_reference: bool | None = None, # HQ-domain NIQE, sharpness, contrast columns (None: when there is no ground truth)
              verbose: bool = True, # print the table (and the note when there is no ground truth)
             ) -> dict: # the content of metrics.json (+ "out")
     "Enhance and score every image of `data` with `method`; write per-image CSV, metrics.json, table, plots."
@@ -273,13 +302,15 @@ def evaluate(method, # checkpoint path, classical name, HQGNet or callable: see 
     if keep_fov == "auto" and net is not None and net.fov == "auto": keep_fov = False  # the model blacks out the border itself
     if guides is not None: guide_paths(guides)  # fail before enhancing anything
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    nr = _noref_setup(data, s, no_reference, out, verbose)
     rows, failed, t_enh, shown = _enhance_and_score(s, fn, net, keep_fov, out, diagnostics, n_samples, extra,
-                                                   save_images)
+                                                   save_images, nr)
     mean, std = summarize(rows)
     res = {"method": name or auto, "data": str(data), "inputs": str(s["lq"]), "n_images": len(rows),
            "has_ground_truth": s["gt"] is not None, "note": s["note"], "mean": mean, "std": std,
            "device": str(net.device) if net is not None else "cpu", "seconds": t_enh,
            "images_per_s": len(rows) / max(t_enh, 1e-9), "failed": failed}
+    if nr is not None: res["no_reference"] = nr["note"]
     if guides is not None and net is not None: res["guidance"] = _guidance_of(net, guides, [t[1][None] for t in shown], keep_fov)
     _write_outputs(out, res, rows, shown, s, fn, net, keep_fov, plots, diagnostics, worst_k, n_samples)
     if verbose:

@@ -103,7 +103,7 @@ def _bind(self: CycleGANStep, loop: Loop) -> None:
         m.to(loop.device)
         if loop.channels_last: m.to(memory_format=torch.channels_last)
         loop.broadcast(m)
-    self.gen_lq_train, self.disc_lq_train = loop.wrap(self.gen_lq), loop.wrap(self.disc_lq)
+    self.gen_lq_train, self.disc_lq_train = loop.wrap(self.gen_lq, compile=True), loop.wrap(self.disc_lq)
     g = self.gan
     self.opt_g = adam([{"params": list(self.gen.parameters()), "lr": g.lr_g},
                                    {"params": list(self.gen_lq.parameters()), "lr": g.lr_g}], betas=tuple(g.betas))

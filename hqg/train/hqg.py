@@ -96,7 +96,7 @@ def _bind(self: HQGStep, loop: Loop) -> None:
     if self.finetune_guidance: self.enc.requires_grad_(True)
     else: freeze(self.enc)
     loop.broadcast(self.net)  # identical start, the frozen E_g included
-    self.gen_train, self.disc_train = loop.wrap(self.gen), loop.wrap(self.disc)
+    self.gen_train, self.disc_train = loop.wrap(self.gen, compile=True), loop.wrap(self.disc)
     self.enc_train = loop.wrap(self.enc) if self.finetune_guidance else self.enc
     g = self.gan
     groups = [{"params": list(self.gen.parameters()), "lr": g.lr_g}]

@@ -75,6 +75,7 @@ class LoopConfig(Settings):
     device: str | torch.device = setting("auto") # "auto", "cpu", "cuda", "cuda:1", ...
     amp: bool = setting(False) # bf16 autocast (CUDA only; silently off elsewhere)
     channels_last: bool = setting(False) # channels_last nets and batches (CUDA only)
+    compile: bool = setting(False) # torch.compile what the step marks (its generators), on any device
     seed: int = setting(0, min=0) # seeds the data order (with the epoch) and the step's noise (with the step)
     num_workers: int = setting(0, min=0) # DataLoader workers
     progress: bool = setting(True) # tqdm progress bar (rank 0)
@@ -179,11 +180,16 @@ def _broadcast(self: Loop, module: nn.Module) -> None:
         for t in module.state_dict().values(): dist.broadcast(t, 0)
 
 @method_of(Loop)
-def _wrap(self: Loop, module: nn.Module) -> nn.Module:
-    "Under DDP: `module` in DistributedDataParallel (buffers not re-broadcast each forward); else `module` itself."
-    if self.world_size == 1: return module
-    no_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in _DDP_ARGS else {"broadcast_buffers": False}
-    return DistributedDataParallel(module, device_ids=[self.device.index] if self.device.type == "cuda" else None, **no_sync)
+def _wrap(self: Loop, module: nn.Module,
+          compile: bool = False, # the step allows torch.compile here (used when the loop's `compile` is on)
+         ) -> nn.Module:
+    "`module` as the step trains it: in DistributedDataParallel under DDP, through `torch.compile` when asked."
+    m = module
+    if self.world_size > 1:
+        no_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in _DDP_ARGS else {"broadcast_buffers": False}
+        m = DistributedDataParallel(module, device_ids=[self.device.index] if self.device.type == "cuda" else None, **no_sync)
+    # a compiled wrapper around the same parameters: `module` itself, its EMA copy and checkpoints stay plain
+    return torch.compile(m) if compile and self.compile else m
 
 # %% ../../nbs/11_train_loop.ipynb #fa2d7527
 @method_of(Loop)
