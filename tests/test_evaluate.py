@@ -205,3 +205,10 @@ def test_benchmark_table_has_contrast_noise_border_and_guidance_columns():
     assert table[2] == "| *input (LQ)* | 19.00 | 0.8000 | 0.0200 | 0.0100 | - | - | | |"
     assert table[3] == "| hqg | 25.00 ± 0.00 | 0.9500 ± 0.0707 | 0.0100 ± 0.0000 | 0.0100 ± 0.0000 | 0.0200 ± 0.0000 | 0.5000 ± 0.0000 | 2 | - |"
     assert table[4] == "| clahe | 20.00 ± 0.00 | 1.2000 ± 0.0000 | 0.0300 ± 0.0000 | - | - | - | 1 | - |"
+
+
+def test_a_test_folder_without_lq_is_refused_not_replaced_by_training_images(tmp_path):
+    "A prepared root whose test/ holds only HQ images must not be scored on its training lq/."
+    from hqg.eval.evaluate import find_eval_set
+    (tmp_path / "lq").mkdir(); (tmp_path / "test" / "hq").mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"test has no lq/ folder"): find_eval_set(tmp_path)

@@ -367,3 +367,15 @@ def test_cli_data_prepare_then_evaluate_without_reference(tmp_path, capsys):
     assert main(["data", "prepare", "eyeq", "--root", str(tmp_path / "empty"), "--out", str(tmp_path / "o2")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("hqg: error:") and "Label_EyeQ_train.csv" in err and err.count("\n") == 1
+
+
+def test_benchmark_on_a_prepared_set_without_ground_truth(tmp_path):
+    "`hqg benchmark --data DIR` on a prepared real-data layout: no-reference columns, and the header says so."
+    from hqg.app.benchmark import benchmark
+    src = make_eyeq(tmp_path / "EyeQ", train=range(10, 40), test=range(1, 4))
+    res = prepare("eyeq", src, tmp_path / "eyeq", size=96)
+    bench = benchmark(["identity", "clahe"], res.out, seeds=1, out=tmp_path / "bm", verbose=False)
+    table = (bench / "table.md").read_text()
+    assert "no ground truth" in table and "HQ-domain NIQE" in table and "PSNR (dB)" not in table
+    summary = json.loads((bench / "results.json").read_text())["summary"]
+    assert set(summary) == {"identity", "clahe"} and all(np.isfinite(summary[m]["sharpness"]["mean"]) for m in summary)

@@ -382,3 +382,16 @@ def test_from_preset_is_the_network_a_preset_trains(spec, data):
     diff = {k for k in set(net.model_config) | set(built.model_config) if net.model_config.get(k) != built.model_config.get(k)}
     assert diff <= {"train_side"}, diff                    # the training images' side is known only with the data
     if spec == "tiny": assert shapes(HQGNet(3, "tiny")) != shapes(net)   # the bare architecture is wider (caps 128 vs 64)
+
+
+def test_diverged_guidance_pretraining_stops_the_run_with_the_setting_to_change(tmp_path, monkeypatch):
+    "Codes far beyond their healthy scale (the paper encoder at lr 1e-3 reached a std of ~3000) saturate every output:"
+    "the run stops before the GAN starts and names train.pretrain_guidance_lr. The paper preset pre-trains at 2e-4."
+    import hqg.app.runs as R
+    assert load_config("paper").train.pretrain_guidance_lr == pytest.approx(2e-4)
+    assert load_config("tiny").train.pretrain_guidance_lr == pytest.approx(1e-3)
+    monkeypatch.setattr(R, "CODE_STD_LIMIT", 1e-6)
+    cfg = load_config("tiny", {**SMOKE, "train.pretrain_guidance_steps": 1, "data.val": False})
+    with pytest.raises(RuntimeError, match=r"pre-training diverged \(code std .* lower train.pretrain_guidance_lr"):
+        train(cfg, tmp_path / "r", max_steps=1, progress=False)
+    assert not list((tmp_path / "r").rglob("last.pt"))

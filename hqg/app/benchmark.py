@@ -247,6 +247,7 @@ def write_results(bench: Path, rows: list[dict], summary: dict, plan: dict, wall
         f"# Benchmark on {plan['data']}\n\npreset `{plan['preset']}`, {steps} training steps per learned method, "
         f"seeds {plan['seeds']}; training {train_min:.0f} min summed over the runs, this call's wall time {wall / 60:.1f} min. "
         "Mean ± std over seeds of each run's mean "
-        "over the test images; PSNR/SSIM inside the field of view against test/gt.\n\n" + results_table(summary) +
+        "over the test images; " + ("PSNR/SSIM inside the field of view against test/gt" if any("psnr" in d for d in summary.values())
+        else "no ground truth: no-reference scores, HQ-domain NIQE fitted on the HQ split") + ".\n\n" + results_table(summary) +
         ("\n## The paper's claim at this budget\n\n" + "\n".join(f"- {l}" for l in claim) + "\n" if claim else ""))
     _plot(summary, bench / "results.png")

@@ -308,8 +308,8 @@ def _args_data(sub) -> None:
     p.add_argument("--out", required=True, help="output folder (new, empty, or written by an earlier prepare)")
     for flag, kind, h in (("--size", int, "square output side (default 512; 0 = keep the size)"),
                           ("--val-frac", float, "validation fraction (eyeq 0.2 of train by patient, folder 0.1)"),
-                          ("--test-frac", float, "test fraction (folder; default 0.1)"), ("--group", str, "folder: REGEX whose "
-                          "first group is the subject id (a subject never crosses splits)"),
+                          ("--test-frac", float, "test fraction (folder; default 0.1)"), ("--group", str, "REGEX whose first group is "
+                          "the subject id in a file name (a subject never crosses splits)"),
                           ("--hq-frac", float, "drive: share of the labelled images used as HQ (default 0.5)"),
                           ("--process", str, "fundus (crop to the FOV, pad square, resize) or copy"),
                           ("--seed", int, "split seed (hash-based: the same on every machine)"),
@@ -319,7 +319,7 @@ def _args_data(sub) -> None:
         p.add_argument(flag, type=kind, default=None, help=h)
     for flag, h in (("--include-reject", "eyeq: keep quality 2 (Reject) images, as LQ"),
                     ("--swap", "corn: A is the high-quality side (default: A = low quality, as CycleGAN)"),
-                    ("--preview", "corn: write preview.png, a few A and B images side by side"),
+                    ("--preview", "write preview.png, a few LQ and HQ images side by side (which side is which)"),
                     ("--no-noref", "do not fit the no-reference model on the prepared hq/")):
         p.add_argument(flag, action="store_true", default=None if flag != "--no-noref" else False, help=h)
     p.set_defaults(func=_cmd_data)

@@ -50,9 +50,10 @@ DataConfig = merged_settings(
 # %% ../../nbs/20_app_config.ipynb #3cd98d41
 TrainConfig = merged_settings(
     "TrainConfig", "train", [LoopConfig, GANConfig, HQGOptions], exclude=("batch_size", "num_workers", "progress"),
-    extra=[("pretrain_guidance_steps", int, setting(0, min=0))],  # autoencoder pre-training steps of E_g (0: off)
+    extra=[("pretrain_guidance_steps", int, setting(0, min=0)),  # autoencoder pre-training steps of E_g (0: off)
+           ("pretrain_guidance_lr", float, setting(1e-3, min=0.0))],  # its Adam learning rate
     doc="Optimisation, logging and device settings: the fields of `hqg.train.loop.LoopConfig`, `GANConfig` and `HQGOptions` "
-        "(declared there, once) and `pretrain_guidance_steps`; batch size and workers are in the data section.",
+        "(declared there, once) and `pretrain_guidance_steps`/`_lr`; batch size and workers are in the data section.",
     module=__name__)
 
 # %% ../../nbs/20_app_config.ipynb #7769e3f8

@@ -29,7 +29,8 @@ from .notebooks import *  # re-exported: hqg.app.runs.run_notebook, sweep, ...
 
 
 # %% auto #0
-__all__ = ['reference_guides', 'build', 'train_side', 'hq_style_scale', 'trainer_class', 'fov_val_metrics', 'train']
+__all__ = ['CODE_STD_LIMIT', 'reference_guides', 'build', 'train_side', 'hq_style_scale', 'trainer_class', 'fov_val_metrics',
+           'train']
 
 # %% ../../nbs/22_app_runs.ipynb #9898af9e
 def _one_line(e: Exception, prefix: str) -> Exception:
@@ -148,13 +149,20 @@ def _last_checkpoint(run_dir, out) -> Path:
     return Path(last)
 
 # %% ../../nbs/22_app_runs.ipynb #d68f4154
+CODE_STD_LIMIT = 100.0  # guidance codes beyond this std after pre-training: diverged (paper encoder, lr 1e-3: ~3000)
+
 def _pretrain_guidance(net: HQGNet, ds: UnpairedDataset, cfg: RunConfig) -> list[float]:
     dev = get_device(cfg.train.device)
     ae = GuidanceAutoencoder(net.enc_hq).to(dev)
     loader = make_loader(ds, cfg.data.batch_size, seed=cfg.train.seed, num_workers=cfg.data.num_workers)
-    hist = pretrain_guidance_encoder(ae, loader, steps=cfg.train.pretrain_guidance_steps,
+    hist = pretrain_guidance_encoder(ae, loader, steps=cfg.train.pretrain_guidance_steps, lr=cfg.train.pretrain_guidance_lr,
                                      batch_size=cfg.data.batch_size, seed=cfg.train.seed, key="hq")
+    with torch.no_grad(): sd = float(net.enc_hq(next(iter(loader))["hq"].to(dev)).std())
     net.enc_hq.to("cpu")
+    if not sd <= CODE_STD_LIMIT:  # healthy codes have a std of about 1-5; a diverged encoder saturates every output
+        raise RuntimeError(f"train.pretrain_guidance_lr: the guidance encoder's pre-training diverged (code std {sd:.3g} > "
+                           f"{CODE_STD_LIMIT:g}, final loss {hist[-1]:.3f}); lower train.pretrain_guidance_lr "
+                           f"(now {cfg.train.pretrain_guidance_lr:g}) or set train.pretrain_guidance_steps: 0")
     return hist
 
 def _pretrain_segmenter(net: HQGNet, cfg: RunConfig) -> list[float]:
@@ -197,7 +205,7 @@ def fov_val_metrics() -> dict:
             "ssim": lambda x, gt: ssim(x.clamp(0, 1), gt, mask=estimate_fov(gt)).mean()}
 
 def _trainer_kwargs(cfg: RunConfig) -> dict:
-    kw = {f.name: getattr(cfg.train, f.name) for f in fields(TrainConfig) if f.name != "pretrain_guidance_steps"}
+    kw = {f.name: getattr(cfg.train, f.name) for f in fields(TrainConfig) if not f.name.startswith("pretrain_guidance")}
     return dict(kw, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers)
 
 # %% ../../nbs/22_app_runs.ipynb #a9c80a5c

@@ -31,6 +31,8 @@ def find_eval_set(data: str | Path, # dataset root, paired folder, CycleGAN root
     root = Path(data)
     if not root.is_dir(): raise FileNotFoundError(f"data: {root} is not a folder")
     opt = lambda p: p if p.is_dir() and list_images(p) else None
+    if (root / "test").is_dir() and not (root / "test" / "lq").is_dir():  # never fall back on the training images
+        raise ValueError(f"data: {root / 'test'} has no lq/ folder (the inputs to score); its training lq/ is not a test set")
     for base in (root / "test", root):
         if (base / "lq").is_dir():
             lq, gt, masks = base / "lq", opt(base / "gt"), opt(base / "masks")
@@ -42,7 +44,7 @@ def find_eval_set(data: str | Path, # dataset root, paired folder, CycleGAN root
     note = "" if gt is not None else (
         f"no ground truth for {lq} (looked for a gt/ folder beside it): full-reference PSNR/SSIM need the clean "
         "image of each input, so only the reference-free metrics (structure preservation, illumination uniformity"
-        + (", CCM SNR" if masks is not None else "") + ") are reported")
+        + (", CCM SNR" if masks is not None else "") + ", and the no-reference scores below) are reported")
     return {"lq": lq, "gt": gt, "masks": masks, "note": note}
 
 # %% ../../nbs/18_eval_evaluate.ipynb #8b65392b

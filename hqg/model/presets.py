@@ -25,7 +25,7 @@ PRESETS = {
               "model": {"size": "paper", "variant": "hqg"},
               "loss": dict(GUIDED_LOSS),
               "train": {"max_steps": 50_000, "lr_decay_start": 25_000, "log_every": 50, "sample_every": 1000,
-                        "ckpt_every": 5000, "val_every": 5000, "pretrain_guidance_steps": 2000,
+                        "ckpt_every": 5000, "val_every": 5000, "pretrain_guidance_steps": 2000, "pretrain_guidance_lr": 2e-4,
                         "amp": True, "channels_last": True, "device": "auto"}},
     "paper-wide": {"base": "paper", "model": {"size": "paper-wide"}},  # the full-resolution U-Net (hqg < 0.2 `paper`)
     "hqg-official": {"base": "paper+official", "data": {"batch_size": 1}},
