@@ -379,3 +379,14 @@ def test_benchmark_on_a_prepared_set_without_ground_truth(tmp_path):
     assert "no ground truth" in table and "HQ-domain NIQE" in table and "PSNR (dB)" not in table
     summary = json.loads((bench / "results.json").read_text())["summary"]
     assert set(summary) == {"identity", "clahe"} and all(np.isfinite(summary[m]["sharpness"]["mean"]) for m in summary)
+
+
+def test_prepared_drive_is_a_downstream_test_set_without_ground_truth(tmp_path):
+    "The downstream experiment scores segmentation on a prepared DRIVE copy: LQ images and vessel masks, no gt."
+    from hqg.app.downstream import acceptance, test_images
+    res = prepare("drive", make_drive(tmp_path / "DRIVE"), tmp_path / "drive", size=32)
+    lq, gt, mk = test_images(res.out)
+    assert gt is None and lq.shape == (2, 3, 32, 32) and mk.shape == (2, 1, 32, 32)
+    assert set(mk.unique().tolist()) == {0.0, 1.0} and 0.02 < mk.mean() < 0.5      # the drawn vessels, binary
+    rows = [{"setting": s, "dice_mean": d} for s, d in (("S_hq on LQ", 0.5), ("S_hq on enhance-only", 0.6), ("S_hq on bi-level", 0.6))]
+    assert acceptance(rows) == {"dice_above_lq": True, "dice_not_below_enhance": True}   # no PSNR/SSIM criteria without gt
