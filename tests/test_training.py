@@ -92,10 +92,13 @@ def test_train_step_updates_ema_with_warmup_and_lr_schedule(tmp_path):
     assert [lr_factor(s, 4, 2) for s in range(5)] == pytest.approx([1, 1, 1, 0.5, 0], abs=1e-12)
 
 
-def test_amp_and_channels_last_are_off_on_cpu(tmp_path):
+def test_amp_on_cpu_only_with_bf16_units_and_channels_last_off(tmp_path):
+    from hqg.bench import cpu_has_bf16
     tr = make_trainer(tmp_path, amp=True, channels_last=True, device="cpu")
-    assert (tr.amp, tr.channels_last, tr.device.type) == (False, False, "cpu")
-    # the autocast code path itself (CUDA-only in use) runs with CPU bf16 autocast when forced
+    # bf16 autocast on a CPU only where it has bf16 units (AMX, AVX-512-bf16); channels_last is CUDA-only
+    assert (tr.amp, tr.channels_last, tr.device.type) == (cpu_has_bf16(), False, "cpu")
+    assert not make_trainer(tmp_path / "off", amp=False, device="cpu").amp           # the opt-out
+    # the autocast code path runs with CPU bf16 autocast when forced, on any CPU
     tr.amp = True
     x_lq, x_hq = first_batch(tr)
     x_enh, kl = tr.generate(x_lq, x_hq)

@@ -12,7 +12,7 @@ from .runs import NULL_STRINGS
 from .enhance import enhance_files, export_model, default_checkpoint, demo, DEMO_STEPS
 from .enhance import score_pairs, results_table, guidance_code  # re-exported: hqg.app.cli.score_pairs etc. (notebooks use them)
 from ..model.networks import ARCHITECTURES
-from ..bench import bench_report
+from ..bench import bench_report, cpu_has_bf16
 
 # %% auto #0
 __all__ = ['BENCHES', 'SUBCOMMANDS', 'build_parser', 'main']
@@ -47,6 +47,8 @@ def _bench_training(a):
         if a.compile: rows.append(_speed().bench_training(size, device=dev, compile=True, **kw))
         if size.startswith("paper") and torch.cuda.is_available():
             rows.append(_speed().bench_training(size, device="cuda", amp=True, channels_last=True, **kw))
+        elif dev in ("cpu", "auto") and not torch.cuda.is_available() and cpu_has_bf16():  # AMX / AVX-512-bf16: its own row
+            rows.append(_speed().bench_training(size, device="cpu", amp=True, **kw))
     return rows
 
 def _bench_explorer(a): return _speed().bench_explorer(n=a.repeats, verbose=not a.json)

@@ -221,7 +221,8 @@ def bench_training(size: str = "tiny", # HQGNet preset
                    image_size: int = 128, # square training crops
                    steps: int = 5, # timed steps
                    device: str = "cpu", # "cpu", "cuda", "auto"
-                   *, amp: bool = False, channels_last: bool = False, # CUDA only
+                   *, amp: bool = False, # bf16 autocast (CUDA, or a CPU with bf16 units)
+                   channels_last: bool = False, # CUDA only
                    compile: bool = False, # torch.compile the generator (LoopConfig.compile; warm-up >= 2)
                    warmup: int = 1, # untimed steps first
                    in_channels: int = 3, variant: str = "hqg",

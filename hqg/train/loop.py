@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..core import get_device, method_of, setting, Settings
 from ..data.io import write_image, atomic_write
+from ..bench import cpu_has_bf16
 from ..data import make_loader, set_loader_epoch
 from .parts import *
 
@@ -73,7 +74,7 @@ class LoopConfig(Settings):
     keep_checkpoints: int | None = setting(None, min=0) # keep at most this many step_XXXXXX.pt (null: all)
     n_samples: int = setting(4, min=0) # rows of the sample grid
     device: str | torch.device = setting("auto") # "auto", "cpu", "cuda", "cuda:1", ...
-    amp: bool = setting(False) # bf16 autocast (CUDA only; silently off elsewhere)
+    amp: bool = setting(False) # bf16 autocast on CUDA and on CPUs with bf16 units (AMX, AVX-512-bf16); off elsewhere
     channels_last: bool = setting(False) # channels_last nets and batches (CUDA only)
     compile: bool = setting(False) # torch.compile what the step marks (its generators), on any device
     seed: int = setting(0, min=0) # seeds the data order (with the epoch) and the step's noise (with the step)
@@ -119,7 +120,7 @@ class Loop:
         self.rank, self.world_size = ddp_rank_world()
         self.is_main = self.rank == 0
         self.device = _loop_device(cfg.device, self.rank, self.world_size)
-        self.amp = bool(cfg.amp) and self.device.type == "cuda"
+        self.amp = bool(cfg.amp) and (self.device.type == "cuda" or self.device.type == "cpu" and cpu_has_bf16())
         self.channels_last = bool(cfg.channels_last) and self.device.type == "cuda"
         self.run_dir, self.ckpt_dir = Path(run_dir), Path(run_dir) / "checkpoints"
         self.val_metrics = dict(val_metrics) if val_metrics is not None else {"psnr": psnr_metric, "ssim": ssim_metric}
@@ -164,7 +165,7 @@ _DDP_ARGS = set(inspect.signature(DistributedDataParallel.__init__).parameters)
 
 @method_of(Loop)
 def _autocast(self: Loop):
-    "bf16 autocast on the loop's device when `amp` (on CUDA only), else a no-op context."
+    "bf16 autocast on the loop's device when `amp` (CUDA, or a CPU with bf16 units), else a no-op context."
     return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else nullcontext()
 
 @method_of(Loop)
