@@ -144,6 +144,8 @@ def test_images(root: str | os.PathLike, # dataset folder with test/lq + test/ma
     mk = [load_mask(m, p, x.shape) for p, m, x in zip(seg.image_paths, seg.mask_paths, lq)]
     return torch.stack(lq), None, torch.stack(mk)
 
+
+# %% ../../nbs/23_app_downstream.ipynb #28e38d06
 def score_runs(run_enhance: str | os.PathLike, # run folder of the enhance-only model
                run_bilevel: str | os.PathLike, # run folder of the bi-level model (with the co-trained seg)
                seg_hq: nn.Module, # the fixed segmenter S_hq
