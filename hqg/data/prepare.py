@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
+from ..bench import markdown_table
 from ..core import Settings, setting
 from .io import atomic_write, list_images, read_image, write_image
 from .degrade import estimate_fov
@@ -185,9 +186,8 @@ def _check_unique(plans: list) -> None:
 SPLITS = ("train", "val", "test")
 
 def md_table(head: list, rows: list[list]) -> str:
-    "A markdown table; ints get thousands separators."
-    fmt = lambda r: "| " + " | ".join(f"{v:,}" if isinstance(v, int) else str(v) for v in r) + " |"
-    return "\n".join([fmt(head), "|" + "---|" * len(head)] + [fmt(r) for r in rows])
+    "`hqg.bench.markdown_table` of list rows; ints get thousands separators."
+    return markdown_table([{h: f"{v:,}" if isinstance(v, int) else str(v) for h, v in zip(head, r)} for r in rows], head)
 
 def count_table(counts: dict) -> str:
     "A markdown table of counts {split: {column: n}} with a total row; columns that are 0 everywhere are left out."

@@ -245,10 +245,9 @@ def _enhance_and_score(s: dict, fn, net, keep_fov, out: Path, diagnostics: bool,
         try: x, gt, mask = _load_item(p, s, net.in_channels if net is not None else None)
         except (ImageReadError, OSError) as e: failed.append({"image": p.name, "error": str(e)}); continue
         t0 = time.perf_counter(); y = keep_fov_border(x, fn(x).float().clamp(0, 1), keep_fov); t_enh += time.perf_counter() - t0
-        row = {"image": p.name, **score_image(x, y, gt, mask)}
-        if noref is not None: row.update(noref_columns(x, y, _fov(x, gt), noref["model"]))
-        if diagnostics:
-            row.update(diagnose(x, y, net, code=getattr(fn, "code", None), mask=mask, fov=_fov(x, gt), n=n_samples)[0])
+        row, fov = {"image": p.name, **score_image(x, y, gt, mask)}, _fov(x, gt)
+        if noref is not None: row.update(noref_columns(x, y, fov, noref["model"]))
+        if diagnostics: row.update(diagnose(x, y, net, code=getattr(fn, "code", None), mask=mask, fov=fov, n=n_samples)[0])
         if extra is not None: row.update(extra(x, y, net, mask))
         rows.append(row)
         if save_images: write_image(out / "enhanced" / (p.stem + ".png"), y[0])
