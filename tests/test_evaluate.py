@@ -44,6 +44,22 @@ def test_identity_scores_equal_the_input_and_ccm_snr_appears_for_gray_nerve_imag
     assert r["mean"]["snr"] == pytest.approx(r["mean"]["snr_in"], abs=1e-5)
 
 
+def test_color_transfer_baseline_copies_the_reference_tone_from_the_command_line(tmp_path, capsys):
+    # the default reference: the set's reference-style HQ files (the shipped model's default guide)
+    assert main(["evaluate", "--method", "color-transfer", "--data", str(FUNDUS), "--out", str(tmp_path / "a"), "--no-images"]) == 0
+    m = json.loads((tmp_path / "a" / "metrics.json").read_text())["mean"]
+    assert m["psnr"] > m["psnr_in"] + 3.0 and m["structure"] > 0.99  # README: 19.35 -> 23.88 dB, a colour shift only
+    assert m["vessel_contrast"] == pytest.approx(m["vessel_contrast_in"], abs=0.01)
+    guide = FUNDUS / "guides" / "guide_warm.png"  # a warmer reference gives a redder output
+    assert main(["evaluate", "--method", "color-transfer", "--data", str(FUNDUS), "--out", str(tmp_path / "w"),
+                 "--guidance", str(guide), "--no-images"]) == 0
+    mw = json.loads((tmp_path / "w" / "metrics.json").read_text())["mean"]
+    assert mw["psnr"] < m["psnr"]  # the ground truth is in the reference tone
+    imgs = tmp_path / "imgs"; shutil.copytree(FUNDUS / "test" / "lq", imgs)  # images without an hq/ folder near them
+    assert main(["evaluate", "--method", "color-transfer", "--data", str(imgs), "--out", str(tmp_path / "x")]) == 2
+    assert "color-transfer: no reference for" in capsys.readouterr().err
+
+
 def test_a_broken_image_is_skipped_and_named_and_the_rest_scored(tmp_path, capsys):
     data = tmp_path / "imgs"; data.mkdir()
     for p in sorted((FUNDUS / "test" / "lq").iterdir())[:2]: shutil.copy(p, data / p.name)
@@ -64,7 +80,7 @@ def test_evaluate_command_needs_exactly_one_method(tmp_path, capsys):
     assert main(["evaluate", "--data", str(FUNDUS), "--out", str(tmp_path)]) == 2
     assert "exactly one of --checkpoint CKPT or --method NAME" in capsys.readouterr().err
     assert main(["evaluate", "--method", "unsharp", "--data", str(FUNDUS), "--out", str(tmp_path)]) == 2
-    assert "neither a checkpoint file nor a classical method (identity, gamma, clahe" in capsys.readouterr().err
+    assert "neither a checkpoint file nor a classical method (identity, gamma, clahe, color-transfer" in capsys.readouterr().err
 
 
 def test_benchmark_resume_keeps_finished_runs(tmp_path):

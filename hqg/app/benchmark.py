@@ -19,8 +19,8 @@ __all__ = ['LEARNED', 'CLASSICAL_METHODS', 'DEFAULT_METHODS', 'method_config', '
 LEARNED = {"cyclegan": "{preset}+cyclegan", "stillgan": "{preset}+stillgan", "hqg-official": "{preset}+official",
            "hqg": "{preset}", "hqg-no-vnm": "{preset}+no-vnm", "hqg-no-wavelet": "{preset}+no-wavelet",
            "hqg-no-feature": "{preset}+no-feature"}
-CLASSICAL_METHODS = ("identity", "gamma", "clahe")
-DEFAULT_METHODS = ("identity", "gamma", "clahe", *LEARNED)
+CLASSICAL_METHODS = ("identity", "gamma", "clahe", "color-transfer")
+DEFAULT_METHODS = ("identity", "gamma", "clahe", "color-transfer", *LEARNED)
 
 def method_config(method: str, # a key of LEARNED
                   preset: str = "tiny", # size preset the chain starts from
@@ -180,7 +180,7 @@ def summarize_runs(rows: list[dict]) -> dict:
         out[m] = {k: mean_std([r.get(k) for r in rs]) for k in keys}
     return out
 
-def claim_check(summary: dict, ours: str = "hqg", others=("cyclegan", "stillgan"),
+def claim_check(summary: dict, ours: str = "hqg", others=("cyclegan", "stillgan", "color-transfer"),
                 keys=("psnr", "ssim", "structure")) -> list[str]:
     "One line per (baseline, metric): better / worse / tie of `ours`, judged against the combined std over seeds."
     lines = []
@@ -190,8 +190,8 @@ def claim_check(summary: dict, ours: str = "hqg", others=("cyclegan", "stillgan"
             if k not in summary[ours] or k not in summary[o]: continue
             (a, sa, na), (b, sb, nb) = summary[ours][k], summary[o][k]
             if math.isnan(a) or math.isnan(b): continue
-            tol = (sa ** 2 + sb ** 2) ** 0.5
-            verdict = ("not judged (one seed: no spread to compare with)" if min(na, nb) < 2 else
+            tol, n = (sa ** 2 + sb ** 2) ** 0.5, (na if o in CLASSICAL_METHODS else min(na, nb))  # classical: deterministic
+            verdict = ("not judged (one seed: no spread to compare with)" if n < 2 else
                        "better" if a - b > tol else "worse" if b - a > tol else "tie (within the std over seeds)")
             lines.append(f"{ours} vs {o}, {_LABELS[k]}: {a:.4g} vs {b:.4g} ({a - b:+.3g}): {verdict}")
     return lines

@@ -144,7 +144,7 @@ def _cmd_sweep(a):
 def _cmd_evaluate(a):
     from hqg.eval.evaluate import evaluate
     if (a.checkpoint is None) == (a.method is None):
-        raise ValueError("evaluate: pass exactly one of --checkpoint CKPT or --method NAME (identity, gamma, clahe)")
+        raise ValueError("evaluate: pass exactly one of --checkpoint CKPT or --method NAME (identity, gamma, clahe, color-transfer)")
     res = evaluate(a.checkpoint or a.method, a.data, a.out, guidance=a.guidance, device=a.device,
                    save_images=not a.no_images, guides=a.guides, no_reference=a.no_reference)
     print(f"evaluation written to {a.out} (per_image.csv, metrics.json, table.md, grid.png, distributions.png)")
@@ -251,7 +251,8 @@ def _args_report(sub) -> None:
 def _args_evaluate(sub) -> None:
     v = sub.add_parser("evaluate", help="score a checkpoint or a classical method on a folder (table, CSV, plots)")
     v.add_argument("--checkpoint", default=None, help="a .pt written by hqg (any method's last.pt, or a model file)")
-    v.add_argument("--method", default=None, help="a classical method instead: identity, gamma, clahe")
+    v.add_argument("--method", default=None, help="a classical method instead: identity, gamma, clahe, color-transfer "
+                   "(copies the colour of --guidance, default: the dataset's reference-style HQ images)")
     v.add_argument("--data", required=True, help="dataset root (uses test/lq + test/gt), a lq/ + gt/ folder, or images")
     v.add_argument("--out", required=True, help="output folder")
     v.add_argument("--guidance", default=None, help="HQ guidance image or folder (default: the checkpoint's code)")
@@ -264,7 +265,7 @@ def _args_evaluate(sub) -> None:
 
 def _args_benchmark(sub) -> None:
     k = sub.add_parser("benchmark", help="train every method with one budget and seeds, evaluate all, one table")
-    k.add_argument("--methods", nargs="+", default=None, help="default: all (identity gamma clahe cyclegan stillgan "
+    k.add_argument("--methods", nargs="+", default=None, help="default: all (identity gamma clahe color-transfer cyclegan stillgan "
                    "hqg-official hqg hqg-no-vnm hqg-no-wavelet hqg-no-feature)")
     k.add_argument("--data", default="data_samples/fundus", help="dataset root with lq/, hq/, test/lq (+ test/gt)")
     k.add_argument("--preset", default="tiny", help="size preset of the learned methods (tiny on CPU, paper on GPU)")

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/22_app_runs.ipynb #207264e0
 from __future__ import annotations
-import contextlib, csv, dataclasses, itertools, json, os, re, statistics, subprocess, threading, time, types, warnings
+import contextlib, csv, dataclasses, itertools, os, re, statistics, subprocess, threading, time, types, warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
@@ -20,6 +20,7 @@ from ..model.losses import HQGLoss, LossConfig, load_feature_encoder
 from ..model.guide import style_scale, style_statistics
 from ..data import UnpairedDataset, PairedTestSet, ViewConfig, make_loader
 from ..data.io import read_image, list_images
+from ..data.samples import reference_files
 from ..train.loop import LoopConfig, load_checkpoint, find_last_checkpoint
 from ..train.hqg import Trainer, GANConfig, HQGOptions
 from ..train.bilevel import BilevelOptions
@@ -51,12 +52,7 @@ def reference_guides(d: DataConfig) -> list[Path]:
         paths = list_images(g) if g.is_dir() else [g]
         if not paths: raise ValueError(f"data.default_guide: no images in {g}")
         return paths
-    man = root / "manifest.json"
-    if not man.is_file(): return []
-    try: files = json.loads(man.read_text(encoding="utf-8")).get("files", [])
-    except (json.JSONDecodeError, AttributeError) as e: raise ValueError(f"{man}: not a valid manifest ({e})") from None
-    return [root / f["file"] for f in files if isinstance(f, dict) and str(f.get("file", "")).startswith("hq/")
-            and isinstance(f.get("style"), dict) and f["style"].get("name") == "reference" and (root / f["file"]).is_file()]
+    return reference_files(root)
 
 # %% ../../nbs/22_app_runs.ipynb #8fc91c61
 def _datasets(d: DataConfig, seed: int):

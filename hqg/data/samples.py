@@ -15,7 +15,7 @@ from .degrade import degrade, estimate_fov, synth_vessels, synth_nerves
 
 # %% auto #0
 __all__ = ['STYLES', 'FUNDUS_VIEWS', 'FUNDUS_HQ_STYLES', 'FUNDUS_GUIDE_VIEW', 'CCM_HQ_STYLES', 'SAMPLE_SETS', 'make_view',
-           'draw_style', 'apply_style', 'make_fundus', 'make_synthetic', 'make_samples']
+           'draw_style', 'apply_style', 'make_fundus', 'make_synthetic', 'make_samples', 'reference_files']
 
 # %% ../../nbs/04_data_samples.ipynb #b596ba07
 def make_view(img: torch.Tensor, # (C,H,W) in [0,1]
@@ -223,3 +223,14 @@ def make_samples(out: str | Path = "data_samples", # folder to (re)write
              "files": entries}), indent=1) + "\n")
         counts[name] = len(entries)
     return counts
+
+# %% ../../nbs/04_data_samples.ipynb #4a1a2904
+def reference_files(root, # a dataset root with manifest.json (as written by `make_samples` or `hqg data prepare`)
+                   ) -> list[Path]: # the existing hq/ files whose style is "reference"; [] without a manifest or styles
+    "The HQ files of the manifest's reference style: the tone a model should give when no guide is chosen."
+    root = Path(root); man = root / "manifest.json"
+    if not man.is_file(): return []
+    try: files = json.loads(man.read_text(encoding="utf-8")).get("files", [])
+    except (json.JSONDecodeError, AttributeError) as e: raise ValueError(f"{man}: not a valid manifest ({e})") from None
+    return [root / f["file"] for f in files if isinstance(f, dict) and str(f.get("file", "")).startswith("hq/")
+            and isinstance(f.get("style"), dict) and f["style"].get("name") == "reference" and (root / f["file"]).is_file()]

@@ -12,7 +12,8 @@ from ..core import check_image, as_batch, unbatch, convert_channels
 from .metrics import check_mask
 
 # %% auto #0
-__all__ = ['CLASSICAL', 'identity', 'auto_gamma', 'gamma_correction', 'clahe', 'enhance_classical']
+__all__ = ['CLASSICAL', 'identity', 'auto_gamma', 'gamma_correction', 'clahe', 'color_stats', 'color_transfer',
+           'enhance_classical']
 
 # %% ../../nbs/17_eval_classical.ipynb #8a5d06e2
 def identity(x: torch.Tensor, # (B,C,H,W) or (C,H,W) image(s) in [0,1]
@@ -79,10 +80,64 @@ def clahe(x: torch.Tensor, # (B,C,H,W) or (C,H,W) image(s) in [0,1]
     m = check_mask(mask, xb)
     return unbatch(out if m is None else torch.where(m, out, xb), added)
 
-# %% ../../nbs/17_eval_classical.ipynb #abf7d6bc
-CLASSICAL: dict[str, Callable] = {"identity": identity, "gamma": gamma_correction, "clahe": clahe}
+# %% ../../nbs/17_eval_classical.ipynb #87f9dfb7
+def color_stats(x: torch.Tensor, # (B,C,H,W) or (C,H,W) image(s) in [0,1]
+                mask: torch.Tensor | None = None, # FOV mask (see `check_mask`): statistics inside it
+               ) -> tuple[torch.Tensor, torch.Tensor]: # per-image, per-channel (mean, std), each (B,C)
+    "Per-channel mean and standard deviation of each image, inside the FOV `mask` when given."
+    check_image(x)
+    xb, _ = as_batch(x)
+    m = check_mask(mask, xb)
+    w = torch.ones_like(xb[:, :1]) if m is None else m.to(xb.dtype)
+    n = w.sum((2, 3))
+    mu = (xb * w).sum((2, 3)) / n
+    sd = (((xb - mu[..., None, None]) ** 2 * w).sum((2, 3)) / n).sqrt()
+    return mu, sd
 
-def enhance_classical(name: str, # a key of CLASSICAL: "identity", "gamma" or "clahe"
+def _reference_stats(reference, ref_mask) -> tuple[torch.Tensor, torch.Tensor]:
+    "The target (mean, std), (1,C): averaged over the reference images (any sizes), each inside its own FOV."
+    refs = list(reference) if isinstance(reference, (list, tuple)) else [reference]
+    stats = []
+    for r in refs:
+        rb, _ = as_batch(r)
+        m = ref_mask
+        if isinstance(m, str):
+            from hqg.data.degrade import estimate_fov
+            m = estimate_fov(rb) if rb.shape[1] == 3 else None
+        stats.append(color_stats(rb, m))
+    return (torch.cat([t[0] for t in stats]).mean(0, keepdim=True),
+            torch.cat([t[1] for t in stats]).mean(0, keepdim=True))
+
+
+# %% ../../nbs/17_eval_classical.ipynb #a60b5f7e
+def color_transfer(x: torch.Tensor, # (B,C,H,W) or (C,H,W) image(s) in [0,1]
+                   reference, # (C,H,W) or (N,C,H,W) image(s), or a list of (C,H,W) images of any size: their mean statistics
+                   *, mask: torch.Tensor | None = None, # FOV mask of x: statistics inside, pixels outside unchanged
+                   match_std: bool = False, # also match each channel's spread (Reinhard); default: the mean only
+                   ref_mask: torch.Tensor | str | None = "auto", # FOV of the references: "auto" (RGB: estimated), None (all) or a mask
+                  ) -> torch.Tensor: # same shape as x, in [0,1]
+    "Shift (and with `match_std` scale) each channel of `x` to the mean (and spread) of the reference image(s)."
+    check_image(x)
+    xb, added = as_batch(x)
+    refs = list(reference) if isinstance(reference, (list, tuple)) else [reference]
+    if not refs: raise ValueError("reference: expected at least one image, got an empty list")
+    for r in refs:
+        if not isinstance(r, torch.Tensor) or r.ndim not in (3, 4) or r.shape[-3] != xb.shape[1]:
+            raise ValueError(f"reference: expected (C,H,W) or (N,C,H,W) image(s) with C = {xb.shape[1]} like x, "
+                             f"got {tuple(r.shape) if isinstance(r, torch.Tensor) else type(r).__name__}")
+        check_image(r)
+    t_mu, t_sd = (s.to(xb) for s in _reference_stats([r.to(xb.device) for r in refs], ref_mask))
+    mu, sd = color_stats(xb, mask)
+    gain = (t_sd / sd.clamp_min(1e-4)) if match_std else torch.ones_like(mu)
+    out = ((xb - mu[..., None, None]) * gain[..., None, None] + t_mu[..., None, None]).clamp(0, 1)
+    m = check_mask(mask, xb)
+    return unbatch(out if m is None else torch.where(m, out, xb), added)
+
+# %% ../../nbs/17_eval_classical.ipynb #abf7d6bc
+CLASSICAL: dict[str, Callable] = {"identity": identity, "gamma": gamma_correction, "clahe": clahe,
+                                  "color-transfer": color_transfer}
+
+def enhance_classical(name: str, # a key of CLASSICAL: "identity", "gamma", "clahe" or "color-transfer"
                       x: torch.Tensor, # (B,C,H,W) or (C,H,W) image(s) in [0,1]
                       **settings, # the method's keyword arguments (e.g. gamma=, clip_limit=, grid=, mask=)
                      ) -> torch.Tensor:

@@ -13,16 +13,17 @@ from ..data.io import read_image, write_image, list_images, ImageReadError
 from ..data.degrade import estimate_fov
 from .metrics import evaluate_pair
 from ..model.networks import HQGNet
-from .classical import CLASSICAL
+from .classical import CLASSICAL, color_transfer
+from ..data.samples import reference_files
 from .uncertainty import enhance_samples, uncertainty_map, uncertainty_score
 from .drift import structure_drift, structure_vs_mask
 from .style import *
 from .noref import NOREF_FILE, load_or_fit_noref, no_reference_metrics
 
 # %% auto #0
-__all__ = ['METRIC_LABELS', 'DIAGNOSTIC_LABELS', 'NOREF_KEYS', 'GUIDANCE_LABELS', 'find_eval_set', 'guidance_code',
-           'make_enhancer', 'keep_fov_border', 'score_image', 'noref_columns', 'diagnose', 'mean_std', 'summarize',
-           'metrics_table', 'evaluate']
+__all__ = ['METRIC_LABELS', 'DIAGNOSTIC_LABELS', 'NOREF_KEYS', 'GUIDANCE_LABELS', 'find_eval_set', 'default_reference',
+           'guidance_code', 'make_enhancer', 'keep_fov_border', 'score_image', 'noref_columns', 'diagnose', 'mean_std',
+           'summarize', 'metrics_table', 'evaluate']
 
 # %% ../../nbs/18_eval_evaluate.ipynb #c9b624c2
 def find_eval_set(data: str | Path, # dataset root, paired folder, CycleGAN root, or a plain folder of images
@@ -47,6 +48,34 @@ def find_eval_set(data: str | Path, # dataset root, paired folder, CycleGAN root
         + (", CCM SNR" if masks is not None else "") + ", and the no-reference scores below) are reported")
     return {"lq": lq, "gt": gt, "masks": masks, "note": note}
 
+# %% ../../nbs/18_eval_evaluate.ipynb #8a456c32
+def default_reference(data: str | Path, # an evaluation folder: a dataset root, root/test or root/test/lq
+                     ) -> list[Path]: # the reference images of the colour-transfer baseline
+    "The dataset's reference-style HQ files (`hqg.data.samples.reference_files`), else every image of its hq/."
+    root = Path(data)
+    for r in (root, root.parent, root.parent.parent):
+        if (r / "hq").is_dir() and list_images(r / "hq"): return reference_files(r) or list_images(r / "hq")
+    raise ValueError(f"color-transfer: no reference for {root} (looked for hq/ in it and its parents); "
+                     "pass guidance= (an HQ image or a folder of them)")
+
+def _color_transfer_fn(guidance) -> Callable[[torch.Tensor], torch.Tensor]:
+    "The colour-transfer enhancer for the reference image(s) `guidance` (file, folder, list of files, or tensor)."
+    if guidance is None:
+        raise ValueError("method: color-transfer needs a reference: pass guidance= (an HQ image or a folder of them)")
+    if isinstance(guidance, torch.Tensor): refs = [guidance]
+    else:
+        paths = list(guidance) if isinstance(guidance, (list, tuple)) else [guidance]
+        files = []
+        for p in map(Path, paths):
+            if not p.exists(): raise FileNotFoundError(f"guidance: {p} does not exist (expected an HQ image file or a folder of them)")
+            files += list_images(p) if p.is_dir() else [p]
+        if not files: raise ValueError(f"guidance: no images in {', '.join(map(str, paths))}")
+        refs = [read_image(f) for f in files]
+    def fn(x):
+        ref = [r if r.shape[-3] == x.shape[1] else convert_channels(r, x.shape[1]) for r in refs]
+        return color_transfer(x, ref, mask=estimate_fov(x) if x.shape[1] == 3 else None)
+    return fn
+
 # %% ../../nbs/18_eval_evaluate.ipynb #8b65392b
 def guidance_code(net: HQGNet, guidance: str | Path | None, device=None) -> torch.Tensor | None:
     "The guidance code for `guidance`: an image file, a folder of images (mean code), or None (default code)."
@@ -68,6 +97,7 @@ def make_enhancer(method, # checkpoint path, classical name, HQGNet, or callable
     net, name = None, getattr(method, "__name__", type(method).__name__)
     if isinstance(method, (str, Path)) and str(method) in _classical():
         fn, name = _classical()[str(method)], str(method)
+        if name == "color-transfer": return _color_transfer_fn(guidance), None, name
         return (lambda x: fn(x).clamp(0, 1)), None, name
     if isinstance(method, (str, Path)):
         p = Path(method)
@@ -299,6 +329,7 @@ def evaluate(method, # checkpoint path, classical name, HQGNet or callable: see 
             ) -> dict: # the content of metrics.json (+ "out")
     "Enhance and score every image of `data` with `method`; write per-image CSV, metrics.json, table, plots."
     s = find_eval_set(data)
+    if isinstance(method, str) and method == "color-transfer" and guidance is None: guidance = default_reference(data)
     fn, net, auto = make_enhancer(method, guidance=guidance, device=device)
     if keep_fov == "auto" and net is not None and net.fov == "auto": keep_fov = False  # the model blacks out the border itself
     if guides is not None: guide_paths(guides)  # fail before enhancing anything
