@@ -129,14 +129,16 @@ def block_speed(r: dict) -> str:
 def _ms(v: list, d: int) -> str: return fmt_mean_std(statistics.mean(v), statistics.stdev(v) if len(v) > 1 else None, d)
 
 def block_presets(r: dict) -> str:
-    "Quality at equal steps of two size presets (rows: preset, seed, steps, val_psnr, val_ssim, val_psnr_lq, val_ssim_lq)."
+    "Quality at equal steps of size presets (rows: preset, seed, steps, val_psnr, val_ssim, val_psnr_lq, val_ssim_lq; optional size)."
+    sized = any("size" in x for x in r["rows"])
     lines = [f"Validation scores at equal steps ({r['source']['note']}):", "",
-             "| preset | steps | seeds | val PSNR (dB), per seed | mean ± std | val SSIM, per seed | mean ± std |", "|---|---|---|---|---|---|---|"]
-    for p in dict.fromkeys(x["preset"] for x in r["rows"]):
-        xs = [x for x in r["rows"] if x["preset"] == p]
+             "| preset |" + (" view (px) |" if sized else "") + " steps | seeds | val PSNR (dB), per seed | mean ± std | "
+             "val SSIM, per seed | mean ± std |", "|---|" + ("---|" if sized else "") + "---|---|---|---|---|---|"]
+    for key in dict.fromkeys((x["preset"], x.get("size")) for x in r["rows"]):
+        xs = [x for x in r["rows"] if (x["preset"], x.get("size")) == key]
         ps, ss = [x["val_psnr"] for x in xs], [x["val_ssim"] for x in xs]
-        lines.append(f"| {p} | {xs[0]['steps']} | {len(xs)} | {' / '.join(_f(v) for v in ps)} | {_ms(ps, 2)} | "
-                     f"{' / '.join(_f(v, 4) for v in ss)} | {_ms(ss, 4)} |")
+        lines.append(f"| {key[0]} |" + (f" {key[1] or '–'} |" if sized else "") + f" {xs[0]['steps']} | {len(xs)} | "
+                     f"{' / '.join(_f(v) for v in ps)} | {_ms(ps, 2)} | {' / '.join(_f(v, 4) for v in ss)} | {_ms(ss, 4)} |")
     x0 = r["rows"][0]
     return "\n".join(lines + ["", f"The degraded inputs score {_f(x0['val_psnr_lq'])} dB / {_f(x0['val_ssim_lq'], 4)}."])
 

@@ -151,6 +151,8 @@ def _pretrain_guidance(net: HQGNet, ds: UnpairedDataset, cfg: RunConfig) -> list
     dev = get_device(cfg.train.device)
     ae = GuidanceAutoencoder(net.enc_hq).to(dev)
     loader = make_loader(ds, cfg.data.batch_size, seed=cfg.train.seed, num_workers=cfg.data.num_workers)
+    print(f"pre-training the guidance encoder: {cfg.train.pretrain_guidance_steps} steps "
+          "(train.pretrain_guidance_steps, not counted by max_steps)", flush=True)
     hist = pretrain_guidance_encoder(ae, loader, steps=cfg.train.pretrain_guidance_steps, lr=cfg.train.pretrain_guidance_lr,
                                      batch_size=cfg.data.batch_size, seed=cfg.train.seed, key="hq")
     with torch.no_grad(): sd = float(net.enc_hq(next(iter(loader))["hq"].to(dev)).std())
