@@ -121,6 +121,8 @@ def color_transfer(x: torch.Tensor, # (B,C,H,W) or (C,H,W) image(s) in [0,1]
     xb, added = as_batch(x)
     refs = list(reference) if isinstance(reference, (list, tuple)) else [reference]
     if not refs: raise ValueError("reference: expected at least one image, got an empty list")
+    if isinstance(ref_mask, str) and ref_mask != "auto":
+        raise ValueError(f"ref_mask: expected 'auto', None or a mask tensor, got {ref_mask!r}")
     for r in refs:
         if not isinstance(r, torch.Tensor) or r.ndim not in (3, 4) or r.shape[-3] != xb.shape[1]:
             raise ValueError(f"reference: expected (C,H,W) or (N,C,H,W) image(s) with C = {xb.shape[1]} like x, "
