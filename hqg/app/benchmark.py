@@ -187,7 +187,7 @@ def claim_check(summary: dict, ours: str = "hqg", others=("cyclegan", "stillgan"
     for o in others:
         if ours not in summary or o not in summary: continue
         for k in keys:
-            if k not in summary[ours] or k not in summary[o]: continue
+            if k not in summary[ours] or k not in summary[o] or (k == "structure" and o in CLASSICAL_METHODS): continue
             (a, sa, na), (b, sb, nb) = summary[ours][k], summary[o][k]
             if math.isnan(a) or math.isnan(b): continue
             tol, n = (sa ** 2 + sb ** 2) ** 0.5, (na if o in CLASSICAL_METHODS else min(na, nb))  # classical: deterministic
