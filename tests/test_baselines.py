@@ -136,19 +136,20 @@ def test_clahe_errors(kw, msg):
 
 
 def test_registry_and_contract_errors():
-    assert sorted(CLASSICAL) == ["clahe", "gamma", "identity"]
+    assert sorted(CLASSICAL) == ["clahe", "color-transfer", "gamma", "identity"]
     x = torch.rand(2, 3, 32, 32)
     torch.testing.assert_close(enhance_classical("gamma", x, gamma=0.5), gamma_correction(x, 0.5), rtol=0, atol=1e-6)
     torch.testing.assert_close(enhance_classical("clahe", x, grid=(4, 4)), clahe(x, grid=(4, 4)), rtol=0, atol=1e-6)
-    with pytest.raises(ValueError, match=r"unknown classical enhancer 'hist'; expected one of \['clahe', 'gamma', 'identity'\]"):
+    with pytest.raises(ValueError, match=r"unknown classical enhancer 'hist'; expected one of \['clahe', 'color-transfer', 'gamma', 'identity'\]"):
         enhance_classical("hist", x)
     with pytest.raises(ValueError, match=r"gamma: unknown setting\(s\) \['clip_limit'\]; valid: \['gamma', 'mask'\]"):
         enhance_classical("gamma", x, clip_limit=2.0)
-    for fn in CLASSICAL.values():
+    for name, fn in CLASSICAL.items():
+        kw = {"reference": torch.rand(3, 8, 8)} if name == "color-transfer" else {}  # the one that needs a reference
         with pytest.raises(ValueError, match=r"expected 1 or 3 channels"):
-            fn(torch.rand(1, 2, 16, 16))
+            fn(torch.rand(1, 2, 16, 16), **kw)
         with pytest.raises(ValueError, match=r"expected shape"):
-            fn(torch.rand(16, 16))
+            fn(torch.rand(16, 16), **kw)
     with pytest.raises(ValueError, match=r"mask: expected shape"):
         clahe(x, mask=torch.ones(1, 1, 8, 8))
 
