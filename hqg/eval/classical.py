@@ -10,6 +10,7 @@ import torch
 import kornia
 from ..core import check_image, as_batch, unbatch, convert_channels
 from .metrics import check_mask
+from ..data.degrade import estimate_fov
 
 # %% auto #0
 __all__ = ['CLASSICAL', 'identity', 'auto_gamma', 'gamma_correction', 'clahe', 'color_stats', 'color_transfer',
@@ -101,9 +102,7 @@ def _reference_stats(reference, ref_mask) -> tuple[torch.Tensor, torch.Tensor]:
     for r in refs:
         rb, _ = as_batch(r)
         m = ref_mask
-        if isinstance(m, str):
-            from hqg.data.degrade import estimate_fov
-            m = estimate_fov(rb) if rb.shape[1] == 3 else None
+        if isinstance(m, str): m = estimate_fov(rb) if rb.shape[1] == 3 else None
         stats.append(color_stats(rb, m))
     return (torch.cat([t[0] for t in stats]).mean(0, keepdim=True),
             torch.cat([t[1] for t in stats]).mean(0, keepdim=True))

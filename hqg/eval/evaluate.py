@@ -58,19 +58,22 @@ def default_reference(data: str | Path, # an evaluation folder: a dataset root, 
     raise ValueError(f"color-transfer: no reference for {root} (looked for hq/ in it and its parents); "
                      "pass guidance= (an HQ image or a folder of them)")
 
+def _guide_files(guidance) -> list[Path]:
+    "The image files of `guidance`: a file, a folder of images, or a list of them (each checked, named in errors)."
+    given = list(guidance) if isinstance(guidance, (list, tuple)) else [guidance]
+    files = []
+    for g in map(Path, given):
+        if not g.exists(): raise FileNotFoundError(f"guidance: {g} does not exist (expected an HQ image file or a folder of them)")
+        files += list_images(g) if g.is_dir() else [g]
+    if not files: raise ValueError(f"guidance: no images in {', '.join(map(str, given))}")
+    return files
+
 def _color_transfer_fn(guidance) -> Callable[[torch.Tensor], torch.Tensor]:
     "The colour-transfer enhancer for the reference image(s) `guidance` (file, folder, list of files, or tensor)."
     if guidance is None:
         raise ValueError("method: color-transfer needs a reference: pass guidance= (an HQ image or a folder of them)")
     if isinstance(guidance, torch.Tensor): refs = [guidance]
-    else:
-        paths = list(guidance) if isinstance(guidance, (list, tuple)) else [guidance]
-        files = []
-        for p in map(Path, paths):
-            if not p.exists(): raise FileNotFoundError(f"guidance: {p} does not exist (expected an HQ image file or a folder of them)")
-            files += list_images(p) if p.is_dir() else [p]
-        if not files: raise ValueError(f"guidance: no images in {', '.join(map(str, paths))}")
-        refs = [read_image(f) for f in files]
+    else: refs = [read_image(f) for f in _guide_files(guidance)]
     def fn(x):
         ref = [r if r.shape[-3] == x.shape[1] else convert_channels(r, x.shape[1]) for r in refs]
         return color_transfer(x, ref, mask=estimate_fov(x) if x.shape[1] == 3 else None)
@@ -80,10 +83,7 @@ def _color_transfer_fn(guidance) -> Callable[[torch.Tensor], torch.Tensor]:
 def guidance_code(net: HQGNet, guidance: str | Path | None, device=None) -> torch.Tensor | None:
     "The guidance code for `guidance`: an image file, a folder of images (mean code), or None (default code)."
     if guidance is None: return None
-    g = Path(guidance)
-    if not g.exists(): raise FileNotFoundError(f"guidance: {g} does not exist (expected an HQ image file or a folder of them)")
-    paths = list_images(g) if g.is_dir() else [g]
-    if not paths: raise ValueError(f"guidance: no images in {g}")
+    paths = _guide_files(guidance)
     from hqg.model.networks import mean_guidance_code
     return mean_guidance_code(net, [read_image(p, channels=net.in_channels)[None].to(device or net.device) for p in paths])
 
