@@ -6,7 +6,7 @@
 __all__ = ['MOVED']
 
 # %% ../nbs/00b_package.ipynb #544fc060
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 import importlib, importlib.abc, importlib.util, sys
 

@@ -443,6 +443,39 @@ def test_unshuffle_stem_generator_any_size_near_identity_and_fast_decode():
         Generator(3, base=8, depth=2, stem="pool")
 
 
+
+@pytest.mark.parametrize("mode,c_head", [("shuffle-blur", 12), ("bilinear", 3)])
+def test_unshuffle_head_up_modes_fast_decode_matches_reference(mode, c_head):
+    from hqg.model.blocks import pad_input
+    torch.manual_seed(0)
+    g = Generator(3, base=8, depth=2, stem="unshuffle", head_up=mode)
+    assert g.head.out_channels == c_head
+    x, v = rand(2, 3, 37, 50), torch.randn(2, 64)
+    xp, size = pad_input(x, g.multiple)
+    with torch.no_grad():
+        feats, v_y = g.encode(xp)
+        gen_of = lambda k: torch.Generator().manual_seed(k)
+        fast = g.decode_latents(feats, v_y, v, xp, 3, 1.0, gen_of, size=size)
+        ref = g.decode_latents(feats, v_y, v, xp, 3, 1.0, gen_of, size=size, fast=False)
+    assert fast.shape == (3, 2, 3, 37, 50)
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-4)
+    assert (g(x, v, 0.0).x_enh - x).abs().mean() < 0.05   # still near the identity untrained
+
+
+def test_head_to_full_removes_the_checkerboard_and_checks_mode():
+    from hqg.model.generator import head_to_full, binomial_blur
+    i, j = torch.meshgrid(torch.arange(16), torch.arange(16), indexing="ij")
+    board = ((-1.0) ** (i + j))[None, None].repeat(1, 3, 1, 1)      # the 2-px checkerboard
+    assert binomial_blur(board).abs().max() < 1e-6                  # zero response at that frequency
+    const = torch.full((1, 3, 8, 8), 0.7)
+    torch.testing.assert_close(binomial_blur(const), const)          # flat areas (and borders) are kept
+    low = torch.randn(1, 12, 5, 6)
+    torch.testing.assert_close(head_to_full(low, 2, "shuffle"), torch.nn.functional.pixel_shuffle(low, 2))
+    assert head_to_full(low[:, :3], 2, "bilinear").shape == (1, 3, 10, 12)
+    torch.testing.assert_close(head_to_full(low, 1, "bilinear"), low)   # stride 1: untouched
+    with pytest.raises(ValueError, match="head_up: expected one of"):
+        head_to_full(low, 2, "nearest")
+
 def test_unshuffle_stem_discriminator_and_guidance_encoder():
     d = Discriminator(3, base=8, depth=2, stem="unshuffle")
     assert d(rand(2, 3, 32, 48)).shape == (2, 1, 4, 6)  # patches of 2^(depth+1) px
@@ -459,11 +492,12 @@ def test_unshuffle_stem_discriminator_and_guidance_encoder():
 def test_paper_is_the_fast_preset_and_paper_wide_the_full_resolution_one():
     with torch.device("meta"):
         fast, wide = HQGNet(3, "paper"), HQGNet(3, "paper-wide")
-    assert (fast.gen.stride, fast.disc.stride, fast.enc_hq.stride, fast.min_size) == (2, 2, 2, 32)
+    assert (fast.gen.stride, fast.disc.stride, fast.enc_hq.stride, fast.min_size) == (2, 1, 1, 32)   # hqg 0.3: D, E_g full-res
+    assert fast.gen.head_up == "shuffle-blur" and (fast.disc.widths[0], fast.enc_hq.widths[0]) == (16, 16)
     assert (wide.gen.stride, wide.disc.stride, wide.enc_hq.stride, wide.min_size) == (1, 1, 1, 16)
     s_fast = model_summary("paper", image_size=256, verbose=False)
     s_wide = model_summary("paper-wide", image_size=256, verbose=False)
-    # measured figures (25b_app_speed): G 4.63 vs 60.93 GMACs, D 2.15 vs 29.66 at 256²
+    # measured figures (25b_app_speed): G 4.63 vs 60.93 GMACs, D 2.61 vs 29.66 at 256²
     assert s_fast["gen"]["macs"] < 0.1 * s_wide["gen"]["macs"] and s_fast["disc"]["macs"] < 0.1 * s_wide["disc"]["macs"]
     assert s_fast["gen"]["params"] < RELEASED_PARAMS["gen"] and s_wide["gen"]["params"] < RELEASED_PARAMS["gen"]
 
@@ -481,6 +515,28 @@ def test_checkpoints_of_the_old_paper_size_load_as_paper_wide(tmp_path):
     x, z = rand(1, 3, 32, 32), rand(1, 3, 64, 64, seed=1)
     torch.testing.assert_close(old.enhance(x, z), net.enhance(x, z), atol=1e-6, rtol=1e-5)
     ck["hqg_version"] = "0.2.0"                                         # a 0.2 `paper` file is the fast preset
+    torch.save(ck, p)
+    with pytest.raises(ValueError, match="does not fit its model_config"):
+        HQGNet.from_checkpoint(p)
+
+
+def test_checkpoints_of_the_0_2_paper_preset_load_with_its_architecture(tmp_path):
+    from hqg.model.networks import PAPER_0_2
+    ov = dict(gen_base=8, gen_max_width=16, disc_base=8, disc_max_width=16, enc_base=8, enc_max_width=16, enc_depth=3,
+              latent=8, vnm_hidden=8)
+    net = HQGNet(3, "paper", **{**PAPER_0_2, **ov})
+    assert (net.gen.head_up, net.disc.stride, net.enc_hq.stride) == ("shuffle", 2, 2)
+    p = net.save_checkpoint(tmp_path / "v02.pt")
+    ck = torch.load(p, weights_only=True)
+    for k in PAPER_0_2:
+        if k not in ov: ck["model_config"].pop(k)                        # as hqg 0.2 wrote it: no such keys
+    ck["hqg_version"] = "0.2.0"
+    torch.save(ck, p)
+    old = HQGNet.from_checkpoint(p)
+    assert (old.gen.head_up, old.disc.stride, old.enc_hq.stride) == ("shuffle", 2, 2)
+    x, z = rand(1, 3, 32, 32), rand(1, 3, 64, 64, seed=1)
+    torch.testing.assert_close(old.enhance(x, z), net.enhance(x, z), atol=1e-6, rtol=1e-5)
+    ck["hqg_version"] = "0.3.0"                                         # the same keys from 0.3: today's `paper`
     torch.save(ck, p)
     with pytest.raises(ValueError, match="does not fit its model_config"):
         HQGNet.from_checkpoint(p)

@@ -14,7 +14,7 @@ from .vnm import VariationalNorm, VNMBlock, AdaLIN
 from .blocks import stage_widths, ResBlock, pad_input, STEMS, stem_stride, fold
 
 # %% auto #0
-__all__ = ['CPU_CHUNK_PIXELS', 'GenOutput', 'GenConfig', 'Generator']
+__all__ = ['HEAD_UPS', 'CPU_CHUNK_PIXELS', 'GenOutput', 'GenConfig', 'binomial_blur', 'head_to_full', 'Generator']
 
 # %% ../../nbs/07b_model_generator.ipynb #71a089ff
 class GenOutput(NamedTuple):
@@ -62,6 +62,8 @@ def _gen_decoder(w: list[int], depth: int, counts: list[int], lat: int, bn: str,
     return cond, up, head
 
 # %% ../../nbs/07b_model_generator.ipynb #fcf848ce
+HEAD_UPS = ("shuffle", "shuffle-blur", "bilinear")  # see "The space-to-depth stem" below
+
 @dataclass(frozen=True)
 class GenConfig(Settings):
     "The generator's architecture (`hqg.model.networks.ARCHITECTURES` holds it for each preset, as the gen_* keys)."
@@ -81,6 +83,25 @@ class GenConfig(Settings):
     conditioning: str = setting("vnm", choices=("vnm", "deterministic", "adain")) # VNM, its deterministic ablation, official-style AdaIN
     residual: bool = setting(True) # head adds a correction to the input's logit (near-identity start)
     stem: str = setting("conv", choices=STEMS) # "unshuffle": space-to-depth by 2, the U-Net at half resolution
+    head_up: str = setting("shuffle", choices=HEAD_UPS) # with "unshuffle": how the head returns to full resolution
+
+# %% ../../nbs/07b_model_generator.ipynb #a7c3e1d0
+def binomial_blur(x: torch.Tensor) -> torch.Tensor:
+    "Per-channel [1,2,1]/4 x [1,2,1]/4 filter with reflect padding: zero response at the 2-pixel checkerboard frequency."
+    k = x.new_tensor([1.0, 2.0, 1.0]) / 4
+    k = (k[:, None] * k[None, :]).expand(x.shape[1], 1, 3, 3)
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), k, groups=x.shape[1])
+
+def head_to_full(out: torch.Tensor, # (B, C*s*s or C, H/s, W/s) the head's output (a logit correction)
+                 stride: int, # the stem's stride s (1: already full resolution, returned as is)
+                 mode: str, # one of HEAD_UPS
+                ) -> torch.Tensor: # (B,C,H,W)
+    "The head's correction at full resolution: sub-pixel unfold (`shuffle`), the same then a binomial blur, or bilinear."
+    if mode not in HEAD_UPS: raise ValueError(f"head_up: expected one of {HEAD_UPS}, got {mode!r}")
+    if stride == 1: return out
+    if mode == "bilinear": return F.interpolate(out, scale_factor=stride, mode="bilinear", align_corners=False)
+    out = F.pixel_shuffle(out, stride)
+    return binomial_blur(out) if mode == "shuffle-blur" else out
 
 # %% ../../nbs/07b_model_generator.ipynb #3e0960f3
 class Generator(nn.Module):
@@ -103,7 +124,9 @@ class Generator(nn.Module):
             self.vnm = VariationalNorm(c.code_lq, code_hq, c.latent, c.hidden, deterministic=conditioning == "deterministic")
             lat, bn = c.latent, "adalin"
         counts = self.vnm_counts = _vnm_layout(c.n_vnm, depth, c.vnm_placement)
-        self.cond, self.up, self.head = _gen_decoder(w, depth, counts, lat, bn, cs)
+        self.head_up = c.head_up  # (only used when stride > 1)
+        c_head = in_channels if (c.head_up == "bilinear" and self.stride > 1) else cs
+        self.cond, self.up, self.head = _gen_decoder(w, depth, counts, lat, bn, c_head)
         self.residual = c.residual
         if c.residual:  # small head: the untrained generator is close to the identity map
             with torch.no_grad(): self.head.weight.mul_(0.1); self.head.bias.zero_()
@@ -139,7 +162,7 @@ def _decode(self: Generator, feats: list[torch.Tensor], v_y: torch.Tensor | None
         if s > 0: h = self.up[s - 1](h, feats[self.depth - s])
         for blk in blocks: h = blk(h, w)
     out = self.head(h)
-    if self.stride > 1: out = F.pixel_shuffle(out, self.stride)
+    out = head_to_full(out, self.stride, self.head_up)
     if self.residual: out = out + torch.logit(x_pad.clamp(1e-3, 1 - 1e-3))
     return GenOutput(torch.sigmoid(out), kl)
 
@@ -260,7 +283,7 @@ class _SharedDecoder:
             for i, blk in enumerate(blocks):
                 h = _vnm_block(blk, h, w, self.block_w[s][i], self.stats0 if (s == 0 and i == 0) else None)
         out = F.conv2d(h, self.head_w, g.head.bias)
-        if g.stride > 1: out = F.pixel_shuffle(out, g.stride)
+        out = head_to_full(out, g.stride, g.head_up)
         if self.logit is not None: out = self._add_shared(out, self.logit)
         if out.shape[0] != w.shape[0]: out = out.repeat(w.shape[0] // out.shape[0], 1, 1, 1)   # no block used w
         return torch.sigmoid_(out).contiguous()

@@ -19,25 +19,27 @@ from .generator import *  # re-exported: hqg.model.networks.Generator etc.
 from ..data.degrade import estimate_fov, fov_mask
 
 # %% auto #0
-__all__ = ['ARCHITECTURES', 'VARIANTS', 'RELEASED_PARAMS', 'FOV_MODES', 'FOV_COVER', 'AUTO_SCALE_ABOVE', 'CKPT_FORMATS',
-           'make_generator', 'resolve_config', 'ModelConfig', 'HQGNet', 'mean_guidance_code', 'encode_tiled',
-           'newer_version_note', 'model_summary']
+__all__ = ['ARCHITECTURES', 'PAPER_0_2', 'VARIANTS', 'RELEASED_PARAMS', 'FOV_MODES', 'FOV_COVER', 'AUTO_SCALE_ABOVE',
+           'CKPT_FORMATS', 'make_generator', 'resolve_config', 'ModelConfig', 'HQGNet', 'mean_guidance_code',
+           'encode_tiled', 'newer_version_note', 'model_summary']
 
 # %% ../../nbs/08_model_networks.ipynb #cbf92453
 ARCHITECTURES = {
     "tiny": dict(gen_base=16, gen_depth=3, gen_max_width=128, gen_blocks=1, gen_bottleneck_blocks=1,
-                 gen_norm="instance", gen_n_vnm=4, gen_vnm_placement="decoder", gen_residual=True, gen_stem="conv",
+                 gen_norm="instance", gen_n_vnm=4, gen_vnm_placement="decoder", gen_residual=True, gen_stem="conv", gen_head_up="shuffle",
                  code_lq=16, code_hq=64, latent=64, vnm_hidden=128, disc_base=16, disc_depth=3, disc_max_width=128, spectral_norm=False,
                  disc_stem="conv", enc_stem="conv", enc_base=16, enc_depth=4, enc_max_width=128, seg_base=16, seg_depth=3, seg_max_width=128),
     "paper": dict(gen_base=32, gen_depth=4, gen_max_width=512, gen_blocks=1, gen_bottleneck_blocks=2,
-                  gen_norm="instance", gen_n_vnm=4, gen_vnm_placement="decoder", gen_residual=True, gen_stem="unshuffle",
-                  code_lq=16, code_hq=64, latent=128, vnm_hidden=256, disc_base=32, disc_depth=4, disc_max_width=512,
-                  spectral_norm=False, disc_stem="unshuffle", enc_stem="unshuffle", enc_base=32, enc_depth=5, enc_max_width=512, seg_base=32, seg_depth=4, seg_max_width=256),
+                  gen_norm="instance", gen_n_vnm=4, gen_vnm_placement="decoder", gen_residual=True, gen_stem="unshuffle", gen_head_up="shuffle-blur",
+                  code_lq=16, code_hq=64, latent=128, vnm_hidden=256, disc_base=16, disc_depth=5, disc_max_width=512,
+                  spectral_norm=False, disc_stem="conv", enc_stem="conv", enc_base=16, enc_depth=6, enc_max_width=512, seg_base=32, seg_depth=4, seg_max_width=256),
     "paper-wide": dict(gen_base=64, gen_depth=4, gen_max_width=512, gen_blocks=1, gen_bottleneck_blocks=2,
-                       gen_norm="instance", gen_n_vnm=4, gen_vnm_placement="decoder", gen_residual=True, gen_stem="conv",
+                       gen_norm="instance", gen_n_vnm=4, gen_vnm_placement="decoder", gen_residual=True, gen_stem="conv", gen_head_up="shuffle",
                        code_lq=16, code_hq=64, latent=128, vnm_hidden=256, disc_base=64, disc_depth=5, disc_max_width=512,
                        spectral_norm=False, disc_stem="conv", enc_stem="conv", enc_base=64, enc_depth=6, enc_max_width=512, seg_base=32, seg_depth=4, seg_max_width=256),
 }
+PAPER_0_2 = dict(gen_head_up="shuffle", disc_base=32, disc_depth=4, disc_stem="unshuffle",  # `paper` in hqg 0.2
+                 enc_base=32, enc_stem="unshuffle", enc_depth=5)
 VARIANTS = {"hqg": "vnm", "deterministic": "deterministic", "official": "adain", "hqg-official": "adain"}
 RELEASED_PARAMS = {"gen": 36.5e6, "disc": 26.1e6, "enc_hq": 26.1e6}  # the authors' released code (counted from its model files)
 
@@ -47,7 +49,7 @@ def make_generator(in_channels: int, c: dict) -> Generator:
         base=c["gen_base"], depth=c["gen_depth"], max_width=c["gen_max_width"], blocks=c["gen_blocks"],
         bottleneck_blocks=c["gen_bottleneck_blocks"], norm=c["gen_norm"], code_lq=c["code_lq"], code_hq=c["code_hq"],
         latent=c["latent"], hidden=c["vnm_hidden"], n_vnm=c["gen_n_vnm"], vnm_placement=c["gen_vnm_placement"],
-        conditioning=c["gen_conditioning"], residual=c["gen_residual"], stem=c["gen_stem"]))
+        conditioning=c["gen_conditioning"], residual=c["gen_residual"], stem=c["gen_stem"], head_up=c["gen_head_up"]))
 
 def resolve_config(size: str = "tiny", variant: str = "hqg", **overrides) -> dict:
     "The full network settings of a preset + variant with `overrides` applied (unknown keys raise ValueError)."
@@ -348,9 +350,10 @@ def newer_version_note(ckpt: dict) -> str:
     return f" (written by hqg {v}, newer than this hqg {__version__}: upgrade hqg to read it)"
 
 def _upgraded_config(ckpt: dict) -> dict:
-    "A checkpoint's model_config for this hqg: before 0.2 the `paper` size was today's `paper-wide`."
-    mc = dict(ckpt["model_config"])
-    if mc.get("size") == "paper" and _version(ckpt.get("hqg_version")) < (0, 2): mc["size"] = "paper-wide"
+    "A checkpoint's model_config for this hqg: `paper` was today's `paper-wide` before 0.2, and PAPER_0_2 in 0.2."
+    mc, v = dict(ckpt["model_config"]), _version(ckpt.get("hqg_version"))
+    if mc.get("size") == "paper" and v < (0, 2): mc["size"] = "paper-wide"
+    elif mc.get("size") == "paper" and v < (0, 3): mc = {**PAPER_0_2, **mc}
     return mc
 
 # %% ../../nbs/08_model_networks.ipynb #be700b98
