@@ -443,7 +443,6 @@ def test_unshuffle_stem_generator_any_size_near_identity_and_fast_decode():
         Generator(3, base=8, depth=2, stem="pool")
 
 
-
 @pytest.mark.parametrize("mode,c_head", [("shuffle-blur", 12), ("bilinear", 3)])
 def test_unshuffle_head_up_modes_fast_decode_matches_reference(mode, c_head):
     from hqg.model.blocks import pad_input
@@ -464,9 +463,9 @@ def test_unshuffle_head_up_modes_fast_decode_matches_reference(mode, c_head):
 
 def test_head_to_full_removes_the_checkerboard_and_checks_mode():
     from hqg.model.generator import head_to_full, binomial_blur
-    i, j = torch.meshgrid(torch.arange(16), torch.arange(16), indexing="ij")
-    board = ((-1.0) ** (i + j))[None, None].repeat(1, 3, 1, 1)      # the 2-px checkerboard
-    assert binomial_blur(board).abs().max() < 1e-6                  # zero response at that frequency
+    phases = torch.tensor([1.0, -1.0, -1.0, 1.0]).repeat(3)[None, :, None, None].expand(1, 12, 8, 8)  # per 2x2 phase
+    assert head_to_full(phases, 2, "shuffle").abs().min() == 1       # the sub-pixel head draws a 2-px checkerboard,
+    assert head_to_full(phases, 2, "shuffle-blur").abs().max() < 1e-6   # which the blur removes
     const = torch.full((1, 3, 8, 8), 0.7)
     torch.testing.assert_close(binomial_blur(const), const)          # flat areas (and borders) are kept
     low = torch.randn(1, 12, 5, 6)
@@ -475,6 +474,7 @@ def test_head_to_full_removes_the_checkerboard_and_checks_mode():
     torch.testing.assert_close(head_to_full(low, 1, "bilinear"), low)   # stride 1: untouched
     with pytest.raises(ValueError, match="head_up: expected one of"):
         head_to_full(low, 2, "nearest")
+
 
 def test_unshuffle_stem_discriminator_and_guidance_encoder():
     d = Discriminator(3, base=8, depth=2, stem="unshuffle")
