@@ -294,6 +294,8 @@ CASES = [
     Case("wrong-type/hqg train YAML", lambda c: cli("train", "--config", c.file("bad.yaml", "train:\n  max_steps: many\n"),
                                                    "--out", c.tmp / "runs", *SMOKE), ERROR,
          r"^hqg: error: {tmp}/bad\.yaml: train\.max_steps: expected an int, got 'many' \(str\)$", no_run_folder),
+    Case("out-of-range/hqg train --set", lambda c: cli("train", "--out", c.tmp / "runs", *SMOKE, "data.lq_veil=1.5"), ERROR,
+         r"^hqg: error: data\.lq_veil: expected a strength in \[0, 1\), got 1\.5$", no_run_folder),
     # 7. YAML with a python tag: refused by the safe loader, the file named, nothing executed
     Case("python-tag/YAML", _evil_yaml, ValueError,
          r"^{tmp}/evil\.yaml: not valid YAML: could not determine a constructor for the tag "

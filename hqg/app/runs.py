@@ -63,8 +63,8 @@ def _datasets(d: DataConfig, seed: int):
     if not root.is_dir(): raise FileNotFoundError(f"data.root: {root} does not exist or is not a folder")
     if not any(p for p in root.iterdir() if not p.name.startswith(".")):
         raise ValueError(f"data.root: {root} is empty; expected image folders lq/ and hq/ (or trainA/ and trainB/)")
+    views = ViewConfig(**{f.name: getattr(d, f.name) for f in fields(ViewConfig)})  # its own errors name their key
     try:
-        views = ViewConfig(**{f.name: getattr(d, f.name) for f in fields(ViewConfig)})
         ds = UnpairedDataset(root, size=d.size, channels=d.channels, split="train", augment=d.augment, seed=seed,
                              views=views, masks=d.masks)
     except (FileNotFoundError, ValueError) as e: raise _one_line(e, "data.root: ") from None

@@ -18,7 +18,8 @@ from .io import read_image, list_images
 
 # %% auto #0
 __all__ = ['LAYOUTS', 'find_layout', 'image_list', 'match_masks', 'load_mask', 'random_view', 'seeded_generator', 'ViewConfig',
-           'UnpairedDataset', 'EpochSampler', 'collate_same_size', 'make_loader', 'set_loader_epoch', 'PairedTestSet']
+           'add_veil', 'UnpairedDataset', 'EpochSampler', 'collate_same_size', 'make_loader', 'set_loader_epoch',
+           'PairedTestSet']
 
 # %% ../../nbs/03_data_datasets.ipynb #bb0b2658
 LAYOUTS = ("hqg: root/lq (LQ) + root/hq (HQ) [+ root/masks]; split 'test': root/test/lq + root/test/hq [+ root/test/masks] (paired evaluation: PairedTestSet reads root/test/lq + root/test/gt)",
@@ -169,6 +170,25 @@ class ViewConfig(Settings):
     rot90: bool = setting(True) # random quarter turns
     degrees: float = setting(0.0, min=0.0) # small random rotation (0: off)
     translate: float = setting(0.0, min=0.0) # small random shift, fraction of the side (0: off)
+    lq_veil: float = setting(0.0, min=0.0) # LQ views only: a random veil x*t + a*tint*(1-t), t in [1 - lq_veil, 1] (0: off; `add_veil`)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.lq_veil < 1: raise ValueError(f"data.lq_veil: expected a strength in [0, 1), got {self.lq_veil!r}")
+
+def add_veil(x: torch.Tensor, # (C,H,W) image in [0,1]
+             strength: float, # t is drawn from [1 - strength, 1]; 0 <= strength < 1
+             g: torch.Generator | None = None, # RNG of the draws
+             airlight: tuple[float, float] = (0.4, 0.9), # range of the veil's brightness a
+             tint_min: float = 0.6, # each channel's tint is drawn from [tint_min, 1], then scaled to a maximum of 1
+            ) -> torch.Tensor:
+    "A random veil over an image (the scattering model x t + a tint (1 - t) of haze and stray light), in [0,1]."
+    if not 0 <= strength < 1: raise ValueError(f"lq_veil: expected a strength in [0, 1), got {strength!r}")
+    u = torch.rand(2 + x.shape[0], generator=g)
+    t = 1 - strength * u[0]
+    a = airlight[0] + (airlight[1] - airlight[0]) * u[1]
+    tint = tint_min + (1 - tint_min) * u[2:]
+    return (x * t + a * (1 - t) * (tint / tint.max())[:, None, None].to(x)).clamp(0, 1)
 
 # %% ../../nbs/03_data_datasets.ipynb #d3c6c1be
 class UnpairedDataset(Dataset):
@@ -191,7 +211,8 @@ class UnpairedDataset(Dataset):
             raise ValueError(f"scale: expected (a, b) with 1 <= a <= b (views never shrink below size), got {v.scale!r}")
         self.root, self.size, self.channels, self.split, self.seed = Path(root), size, channels, split, int(seed)
         self.augment = (split == "train") if augment is None else bool(augment)
-        self.view_kw = asdict(v)
+        add_veil(torch.zeros(1, 1, 1), v.lq_veil)  # checks the strength now
+        self.view_kw = {k: val for k, val in asdict(v).items() if k != "lq_veil"}  # random_view's settings
         dirs = find_layout(root, split)
         self.layout = dirs["layout"]
         self.lq_paths, self.hq_paths = image_list(dirs["lq"], "LQ"), image_list(dirs["hq"], "HQ")
@@ -234,6 +255,7 @@ def _getitem(self: UnpairedDataset, i: int) -> dict:
     g_lq = seeded_generator(self.seed, self.epoch, 1, i) if self.augment else None
     g_hq = seeded_generator(self.seed, self.epoch, 2, i) if self.augment else None
     x_lq, mask = random_view(x_lq, self.size, mask, g_lq, **self.view_kw)
+    if g_lq is not None and self.views.lq_veil > 0: x_lq = add_veil(x_lq, self.views.lq_veil, g_lq)
     x_hq, _ = random_view(read_image(hq_path, channels=self.channels), self.size, None, g_hq, **self.view_kw)
     return {"lq": x_lq, "hq": x_hq,
             "mask": mask if mask is not None else torch.zeros(1, self.size, self.size),

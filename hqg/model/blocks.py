@@ -230,6 +230,7 @@ class Discriminator(nn.Module):
                  max_width: int = 128, # cap on the widths base * 2^i
                  spectral_norm: bool = False, # wrap every conv in spectral normalisation
                  stem: str = "conv", # "conv" or "unshuffle" (space-to-depth by 2 first: patches of 2^(depth+1) px)
+                 cond_dim: int = 0, # > 0: projection critic conditioned on a (B, cond_dim) vector (the guide's style)
                 ):
         super().__init__()
         self.in_channels, self.depth, self.stride = in_channels, depth, stem_stride(stem)
@@ -238,11 +239,21 @@ class Discriminator(nn.Module):
         self.blocks = nn.Sequential(*[_PreActDown(a, b, spectral_norm=spectral_norm) for a, b in zip(w[:-1], w[1:])])
         self.conv = _sn(nn.Conv2d(w[-1], w[-1], 3, padding=1), spectral_norm)
         self.out = _sn(nn.Conv2d(w[-1], 1, 1), spectral_norm)
+        self.cond_dim = int(cond_dim)
+        self.embed = nn.Linear(cond_dim, w[-1], bias=False) if cond_dim > 0 else None
+        if self.embed is not None: nn.init.zeros_(self.embed.weight)  # starts as the unconditional critic
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, # (B,C,H,W) in [0,1]
+                cond: torch.Tensor | None = None, # (B, cond_dim) condition, needed iff cond_dim > 0
+               ) -> torch.Tensor:
         check_image(x, "x", ndim=4, channels=(self.in_channels,), min_size=2 ** self.depth * self.stride)
+        if (cond is not None) != (self.embed is not None) or (cond is not None and cond.shape != (len(x), self.cond_dim)):
+            want = f"a ({len(x)}, {self.cond_dim}) condition" if self.embed is not None else "no condition (cond_dim=0)"
+            raise ValueError(f"cond: expected {want}, got {None if cond is None else tuple(cond.shape)}")
         h = self.blocks(self.stem(fold(to_signed(x), self.stride)))
-        return self.out(F.leaky_relu(self.conv(F.leaky_relu(h, 0.2)), 0.2))
+        h = F.leaky_relu(self.conv(F.leaky_relu(h, 0.2)), 0.2)
+        if self.embed is None: return self.out(h)
+        return self.out(h) + (h * self.embed(cond.to(h.dtype))[:, :, None, None]).sum(1, keepdim=True)
 
 # %% ../../nbs/07a_model_blocks.ipynb #ffac6f84
 def _double_conv(c_in: int, c_out: int, norm: str) -> nn.Sequential:

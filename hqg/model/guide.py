@@ -11,8 +11,8 @@ import kornia
 from ..core import check_image
 
 # %% auto #0
-__all__ = ['dark_fov', 'band_pass', 'vessel_scale_contrast', 'style_statistics', 'style_loss', 'StyleLoss', 'style_scale',
-           'guide_following_loss']
+__all__ = ['dark_fov', 'band_pass', 'vessel_scale_contrast', 'style_statistics', 'style_loss', 'StyleLoss', 'style_coordinates',
+           'style_scale', 'guide_following_loss']
 
 # %% ../../nbs/09b_model_guide.ipynb #44ff60d7
 def dark_fov(x: torch.Tensor, # (B,C,H,W) in [0,1]
@@ -87,8 +87,8 @@ class StyleLoss(nn.Module):
     def extra_repr(self): return f"contrast_weight={self.contrast_weight}"
 
 # %% ../../nbs/09b_model_guide.ipynb #a1592032
-def _phi(s: torch.Tensor) -> torch.Tensor:
-    "Style statistics with the contrast in log (the colour statistics as they are)."
+def style_coordinates(s: torch.Tensor) -> torch.Tensor:
+    "Style statistics (B, 2C+1) as coordinates: the colour statistics as they are, the contrast in log."
     return torch.cat([s[:, :-1], s[:, -1:].clamp_min(1e-6).log()], 1)
 
 def style_scale(stats: torch.Tensor, # (N, 2C+1) `style_statistics` of the HQ training files, N >= 2
@@ -98,7 +98,7 @@ def style_scale(stats: torch.Tensor, # (N, 2C+1) `style_statistics` of the HQ tr
     if not isinstance(stats, torch.Tensor) or stats.ndim != 2 or stats.shape[0] < 2 or stats.shape[1] not in (3, 7):
         raise ValueError(f"stats: expected (N>=2, 3 or 7) style statistics, got "
                          f"{tuple(stats.shape) if isinstance(stats, torch.Tensor) else type(stats).__name__}")
-    return _phi(stats.double()).std(0).clamp_min(floor).to(stats.dtype)
+    return style_coordinates(stats.double()).std(0).clamp_min(floor).to(stats.dtype)
 
 def guide_following_loss(x_a: torch.Tensor, # (B,C,H,W) G(y, z_a)
                          x_b: torch.Tensor, # (B,C,H,W) G(y, z_b): the same inputs y, other guides
@@ -114,8 +114,8 @@ def guide_following_loss(x_a: torch.Tensor, # (B,C,H,W) G(y, z_a)
     for name, r in (("ref_a", ref_a), ("ref_b", ref_b)):
         if r.shape != (x_a.shape[0], n): raise ValueError(f"{name}: expected ({x_a.shape[0]}, {n}), got {tuple(r.shape)}")
     m = dark_fov(x_a) if fov is None else fov
-    d_out = _phi(style_statistics(x_a, m)) - _phi(style_statistics(x_b, m))
-    d_ref = (_phi(ref_a.to(d_out)) - _phi(ref_b.to(d_out))).detach()
+    d_out = style_coordinates(style_statistics(x_a, m)) - style_coordinates(style_statistics(x_b, m))
+    d_ref = (style_coordinates(ref_a.to(d_out)) - style_coordinates(ref_b.to(d_out))).detach()
     sc = torch.ones(n, device=d_out.device, dtype=d_out.dtype) if scale is None else scale.to(d_out)
     if sc.shape != (n,): raise ValueError(f"scale: expected ({n},), got {tuple(sc.shape)}")
     return ((d_out - d_ref) / sc).abs().mean()

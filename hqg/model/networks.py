@@ -27,16 +27,16 @@ __all__ = ['ARCHITECTURES', 'PAPER_0_2', 'VARIANTS', 'RELEASED_PARAMS', 'FOV_MOD
 ARCHITECTURES = {
     "tiny": dict(gen_base=16, gen_depth=3, gen_max_width=128, gen_blocks=1, gen_bottleneck_blocks=1,
                  gen_norm="instance", gen_n_vnm=4, gen_vnm_placement="decoder", gen_residual=True, gen_stem="conv", gen_head_up="shuffle",
-                 code_lq=16, code_hq=64, latent=64, vnm_hidden=128, disc_base=16, disc_depth=3, disc_max_width=128, spectral_norm=False,
+                 code_lq=16, code_hq=64, latent=64, vnm_hidden=128, disc_base=16, disc_depth=3, disc_max_width=128, spectral_norm=False, disc_cond=False,
                  disc_stem="conv", enc_stem="conv", enc_base=16, enc_depth=4, enc_max_width=128, seg_base=16, seg_depth=3, seg_max_width=128),
     "paper": dict(gen_base=32, gen_depth=4, gen_max_width=512, gen_blocks=1, gen_bottleneck_blocks=2,
                   gen_norm="instance", gen_n_vnm=4, gen_vnm_placement="decoder", gen_residual=True, gen_stem="unshuffle", gen_head_up="shuffle-blur",
                   code_lq=16, code_hq=64, latent=128, vnm_hidden=256, disc_base=16, disc_depth=5, disc_max_width=512,
-                  spectral_norm=False, disc_stem="conv", enc_stem="conv", enc_base=16, enc_depth=6, enc_max_width=512, seg_base=32, seg_depth=4, seg_max_width=256),
+                  spectral_norm=False, disc_cond=False, disc_stem="conv", enc_stem="conv", enc_base=16, enc_depth=6, enc_max_width=512, seg_base=32, seg_depth=4, seg_max_width=256),
     "paper-wide": dict(gen_base=64, gen_depth=4, gen_max_width=512, gen_blocks=1, gen_bottleneck_blocks=2,
                        gen_norm="instance", gen_n_vnm=4, gen_vnm_placement="decoder", gen_residual=True, gen_stem="conv", gen_head_up="shuffle",
                        code_lq=16, code_hq=64, latent=128, vnm_hidden=256, disc_base=64, disc_depth=5, disc_max_width=512,
-                       spectral_norm=False, disc_stem="conv", enc_stem="conv", enc_base=64, enc_depth=6, enc_max_width=512, seg_base=32, seg_depth=4, seg_max_width=256),
+                       spectral_norm=False, disc_cond=False, disc_stem="conv", enc_stem="conv", enc_base=64, enc_depth=6, enc_max_width=512, seg_base=32, seg_depth=4, seg_max_width=256),
 }
 PAPER_0_2 = dict(gen_head_up="shuffle", disc_base=32, disc_depth=4, disc_stem="unshuffle",  # `paper` in hqg 0.2
                  enc_base=32, enc_stem="unshuffle", enc_depth=5)
@@ -101,7 +101,8 @@ def _store_sides(cfg: dict, guide_tile, train_side):
 def _hqg_nets(in_channels: int, c: dict, with_seg: bool) -> tuple:
     "HQGNet's generator, discriminator, guidance encoder and (with `with_seg`) segmenter, built in this order."
     return (make_generator(in_channels, c),
-            Discriminator(in_channels, c["disc_base"], c["disc_depth"], c["disc_max_width"], c["spectral_norm"], c["disc_stem"]),
+            Discriminator(in_channels, c["disc_base"], c["disc_depth"], c["disc_max_width"], c["spectral_norm"], c["disc_stem"],
+                          2 * in_channels + 1 if c["disc_cond"] else 0),
             GuidanceEncoder(in_channels, c["enc_base"], c["enc_depth"], c["enc_max_width"], c["code_hq"], c["enc_stem"]),
             Segmenter(in_channels, 1, c["seg_base"], c["seg_depth"], c["seg_max_width"]) if with_seg else None)
 

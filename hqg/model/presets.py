@@ -46,7 +46,7 @@ OVERLAYS = {
                  "data": {"vflip": False, "rot90": False},
                  "train": {"lr_g": 1e-4, "lr_d": 1e-4}},
     "bilevel": {"model": {"with_seg": True}, "loss": {"lambda_seg": 1.0}, "bilevel": {"enabled": True}},
-    "cyclegan": {"model": {"method": "cyclegan", "variant": "deterministic"},
+    "cyclegan": {"model": {"method": "cyclegan", "variant": "deterministic", "overrides": {"disc_cond": False}},
                  "loss": {"lambda_wavelet": 0.0, "lambda_feat": 0.0, "lambda_cons": 0.0, "lambda_kl": 0.0, "lambda_style": 0.0,
                           "lambda_guide": 0.0, "gan_kind": "lsgan"},
                  "train": {"pretrain_guidance_steps": 0, "r1_gamma": 0.0}},

@@ -15,6 +15,7 @@ from ..model.networks import HQGNet, encode_tiled
 from ..model.blocks import freeze, count_params
 from ..model.losses import HQGLoss, TERM_NAMES
 from ..model.gan import gan_loss_d, r1_penalty
+from ..model.guide import style_statistics, style_coordinates
 from .parts import *
 from .loop import *
 from .parts import adam
@@ -70,7 +71,7 @@ class HQGStep(Step):
         self.r1_gamma, self.gan_kind = float(self.gan.r1_gamma), getattr(loss, "gan_kind", "nonsat")
         self.temperature, self.finetune_guidance, self.lr_guidance = o.temperature, o.finetune_guidance, o.lr_guidance
         self.default_guidance, self._user_guidance, self._guidance_images = o.default_guidance, net.has_default_guidance, None
-        self._style_cache, self._style_files, self._x_alt = {}, None, None
+        self._style_cache, self._style_files, self._x_alt, self._cond_ref = {}, None, None, None
 
     settings = property(lambda self: dict(lr_g=self.gan.lr_g, lr_d=self.gan.lr_d, betas=self.gan.betas, r1_gamma=self.r1_gamma,
                                           finetune_guidance=self.finetune_guidance, temperature=self.temperature))
@@ -143,7 +144,8 @@ def _d_step(self: HQGStep, x_hq: torch.Tensor, # (B,C,H,W) real HQ images
     with_r1 = self.r1_gamma > 0 and self.loop.step % k == 0   # lazy R1: on steps 0, k, 2k, ... (weighted k times)
     x_real = x_hq.detach().requires_grad_(with_r1)
     with self.loop.autocast():
-        real, fake = self.disc_train(torch.cat([x_real, x_enh.detach()])).float().chunk(2)
+        c = self.disc_cond()
+        real, fake = self.disc_train(torch.cat([x_real, x_enh.detach()]), None if c is None else torch.cat([c, c])).float().chunk(2)
     adv = gan_loss_d(real, fake, self.gan_kind)
     r1 = r1_penalty(real, x_real) if with_r1 else adv.new_zeros(())
     total = adv + k * self.r1_gamma / 2 * r1
@@ -163,7 +165,7 @@ def _g_step(self: HQGStep, x_lq: torch.Tensor, x_hq: torch.Tensor, # the step's 
     self.disc.eval().requires_grad_(False)
     try:
         with self.loop.autocast():
-            fake = self.disc(x_enh).float()  # unwrapped D: no DDP hook of D fires in the G step
+            fake = self.critic_fakes(x_enh)  # unwrapped D: no DDP hook of D fires in the G step
             total, terms = self.loss(x_lq, x_enh, fake, x_hq, kl, enc_gen=self.gen.content_features,
                                      enc_hq=self.enc, enc_extra=self.enc_extra, **task, **self.guide_inputs())
         named = {**{f"g_{k}": terms[k] for k in TERM_NAMES if k in terms}, "g_total": total}
@@ -173,19 +175,27 @@ def _g_step(self: HQGStep, x_lq: torch.Tensor, x_hq: torch.Tensor, # the step's 
     finally: self.disc.train().requires_grad_(True)
     return dict(zip(named, vec))
 
+@method_of(HQGStep)
+def _critic_fakes(self: HQGStep, x_enh: torch.Tensor) -> torch.Tensor:
+    "D's logits of the outputs for the G step; a conditioned critic also judges the outputs under the other guides."
+    c = self.disc_cond()
+    if c is None: return self.disc(x_enh).float()
+    if self._x_alt is None: return self.disc(x_enh, c).float()
+    return self.disc(torch.cat([x_enh, self._x_alt]), torch.cat([c, self.disc_cond(alt=True)])).float()
+
 # %% ../../nbs/11a_train_hqg.ipynb #dcc9c583
 @method_of(HQGStep)
 @torch.no_grad()
 def _begin_guidance(self: HQGStep, batch: dict) -> None:
-    "Style statistics of each HQ partner's whole file (cached), when loss.style_target is 'image' or lambda_guide > 0."
-    want = self.style_from_files() or bool(getattr(self.loss, "weights", {}).get("guide"))
+    "Style statistics of each HQ partner's whole file (cached), for loss.style_target 'image', lambda_guide or disc_cond."
+    want = self.style_from_files() or bool(getattr(self.loss, "weights", {}).get("guide")) or self.disc.cond_dim > 0
     self._style_files = self._x_alt = None
     if not want or "hq_path" not in batch: return
-    from hqg.data.io import read_image
-    from hqg.model.guide import style_statistics
-    for p in batch["hq_path"]:
-        if p not in self._style_cache: self._style_cache[p] = style_statistics(read_image(p, channels=self.net.in_channels)[None])[0]
-    self._style_files = self.loop.to_device(torch.stack([self._style_cache[p] for p in batch["hq_path"]]))
+    if self.disc.cond_dim and self._cond_ref is None:  # the whole HQ set once: centre and spread of the condition
+        paths = list(getattr(self.loop.dataset, "hq_paths", None) or batch["hq_path"])
+        phi = style_coordinates(torch.stack([self.file_style(p) for p in paths]))
+        self._cond_ref = (phi.mean(0), phi.std(0).clamp_min(1e-3) if len(phi) > 1 else torch.ones_like(phi[0]))
+    self._style_files = self.loop.to_device(torch.stack([self.file_style(p) for p in batch["hq_path"]]))
 
 @method_of(HQGStep)
 def _style_from_files(self: HQGStep) -> bool: return getattr(self.loss, "style_target", "crop") == "image"
@@ -196,6 +206,25 @@ def _guide_inputs(self: HQGStep) -> dict:
     files = self._style_files
     return dict(style_ref=files if self.style_from_files() else None, x_alt=self._x_alt, style_files=files,
                 style_files_alt=None if files is None else files.roll(1, 0))
+
+# %% ../../nbs/11a_train_hqg.ipynb #66f106c9
+@method_of(HQGStep)
+def _file_style(self: HQGStep, path) -> torch.Tensor:
+    "`style_statistics` of one whole HQ file (cached)."
+    if path not in self._style_cache:
+        from hqg.data.io import read_image
+        self._style_cache[path] = style_statistics(read_image(path, channels=self.net.in_channels)[None])[0]
+    return self._style_cache[path]
+
+@method_of(HQGStep)
+def _disc_cond(self: HQGStep, alt: bool = False) -> torch.Tensor | None:
+    "The critic's condition (disc_cond): the guides' whole-file style coordinates, centred and scaled over the HQ set."
+    if not self.disc.cond_dim: return None
+    if self._style_files is None: raise ValueError("disc_cond: the batch needs 'hq_path' (the guides' files) for the conditioned critic")
+    c0, sc = (t.to(self._style_files) for t in self._cond_ref)
+    phi = (style_coordinates(self._style_files) - c0) / sc
+    return phi.roll(1, 0) if alt else phi
+
 
 # %% ../../nbs/11a_train_hqg.ipynb #4aa1b870
 @method_of(HQGStep)
