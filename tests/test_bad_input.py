@@ -296,6 +296,9 @@ CASES = [
          r"^hqg: error: {tmp}/bad\.yaml: train\.max_steps: expected an int, got 'many' \(str\)$", no_run_folder),
     Case("out-of-range/hqg train --set", lambda c: cli("train", "--out", c.tmp / "runs", *SMOKE, "data.lq_veil=1.5"), ERROR,
          r"^hqg: error: data\.lq_veil: expected a strength in \[0, 1\), got 1\.5$", no_run_folder),
+    Case("bad-schedule/hqg train --set", lambda c: cli("train", "--out", c.tmp / "runs", *SMOKE, 'loss.schedule={"guide": [[0, 4], [0, 1]]}'),
+         ERROR, r"^hqg: error: overrides: loss\.schedule\.guide: expected a list of \[step, weight\] pairs \(steps >= 0 "
+                r"increasing, weights >= 0\), got \[\[0, 4\], \[0, 1\]\]$", no_run_folder),
     # 7. YAML with a python tag: refused by the safe loader, the file named, nothing executed
     Case("python-tag/YAML", _evil_yaml, ValueError,
          r"^{tmp}/evil\.yaml: not valid YAML: could not determine a constructor for the tag "

@@ -87,7 +87,7 @@ def build(cfg: RunConfig | str | dict, # a config, or anything `load_config` tak
     net = HQGNet.from_config(m, cfg.data.channels, with_seg=cfg.bilevel.enabled, freeze_guidance=not cfg.train.finetune_guidance,
                              guide_tile=cfg.data.size, train_side=train_side(ds, cfg.data))
     loss = HQGLoss(cfg.loss)
-    if cfg.loss.lambda_guide and cfg.loss.guide_scale is None: loss.guide_scale = hq_style_scale(ds)
+    if loss.peak_weight("guide") and cfg.loss.guide_scale is None: loss.guide_scale = hq_style_scale(ds)
     return net, loss, ds, val
 
 def train_side(ds: UnpairedDataset, data: DataConfig) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os, warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 import dataclasses
 import torch
 import torch.nn as nn
@@ -23,7 +23,8 @@ from .guide import *  # re-exported: hqg.model.losses.style_statistics etc.
 __all__ = ['WAVELET_BANDS', 'FEATURE_DISTANCES', 'TERM_NAMES', 'wavelet_content_loss', 'WaveletContentLoss', 'frozen_params',
            'instance_normalize', 'feature_loss', 'multi_encoder_feature_loss', 'FeatureLoss', 'MultiEncoderFeatureLoss',
            'load_feature_encoder', 'structure_loss', 'StructureLoss', 'illumination_loss', 'IlluminationLoss',
-           'dice_loss', 'seg_loss', 'DiceLoss', 'SegLoss', 'LossConfig', 'HQGLoss']
+           'dice_loss', 'seg_loss', 'DiceLoss', 'SegLoss', 'check_schedule', 'scheduled_weight', 'LossConfig',
+           'HQGLoss']
 
 # %% ../../nbs/10_model_losses.ipynb #a4049d34
 WAVELET_BANDS = ("lh", "hl", "hh")   # order of the detail tuple returned by `hqg.model.wavelets.wavedec2`
@@ -317,6 +318,33 @@ def _check_weights(weights: dict):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
             raise ValueError(f"lambda_{k}: expected a number >= 0, got {v!r}")
 
+# %% ../../nbs/10_model_losses.ipynb #bbbb3d8e
+def check_schedule(schedule, # {term: [[step, weight], ...]} (a term of TERM_NAMES)
+                  ) -> dict[str, tuple[tuple[int, float], ...]]:
+    "The checked `loss.schedule`: per term, its [step, weight] points (steps >= 0 increasing, weights >= 0)."
+    if not isinstance(schedule, dict): raise ValueError(f"loss.schedule: expected a mapping of terms, got {schedule!r}")
+    out = {}
+    for k, pts in schedule.items():
+        if k not in TERM_NAMES: raise ValueError(f"loss.schedule: unknown term {k!r}; expected some of {', '.join(TERM_NAMES)}")
+        ok = isinstance(pts, (list, tuple)) and len(pts) > 0 and all(
+            isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[0], int) and not isinstance(p[0], bool)
+            and p[0] >= 0 and isinstance(p[1], (int, float)) and not isinstance(p[1], bool) and p[1] >= 0 for p in pts)
+        if not ok or any(a[0] >= b[0] for a, b in zip(pts, pts[1:])):
+            raise ValueError(f"loss.schedule.{k}: expected a list of [step, weight] pairs (steps >= 0 increasing, "
+                             f"weights >= 0), got {pts!r}")
+        out[k] = tuple((int(s), float(w)) for s, w in pts)
+    return out
+
+def scheduled_weight(points: Sequence[tuple[int, float]], # [step, weight] points, steps increasing
+                     step: int, # the training step
+                    ) -> float:
+    "The weight at `step`: linear between the points, the first point's weight before it, the last one's after it."
+    if step <= points[0][0]: return points[0][1]
+    for (s0, w0), (s1, w1) in zip(points, points[1:]):
+        if step < s1: return w0 + (w1 - w0) * (step - s0) / (s1 - s0)
+    return points[-1][1]
+
+
 # %% ../../nbs/10_model_losses.ipynb #46a49105
 @dataclass(frozen=True)
 class LossConfig(Settings):
@@ -352,6 +380,11 @@ class LossConfig(Settings):
     style_target: str = setting("crop", choices=("crop", "image")) # style term's target: the guide crop, or its whole HQ image
     lambda_guide: float = setting(0.0, min=0.0) # relative style term: x̂ under two guides follows the guides' style difference
     guide_scale: tuple[float, ...] | None = setting(None, min=0.0) # sigma_k of that term (None: from the training HQ files)
+    schedule: dict[str, Any] = setting({}) # {term: [[step, weight], ...]}: a term's weight over training (replaces its lambda)
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_schedule(self.schedule)
 
 # %% ../../nbs/10_model_losses.ipynb #06c84d31
 class HQGLoss(nn.Module):
@@ -365,6 +398,8 @@ class HQGLoss(nn.Module):
                             struct=c.lambda_struct, illum=c.lambda_illum, kl=c.lambda_kl, seg=c.lambda_seg, style=c.lambda_style,
                             guide=c.lambda_guide)
         _check_weights(self.weights)
+        self.schedule = check_schedule(c.schedule)
+        self.at_step(0)
         check_gan_kind(c.gan_kind); self.gan_kind = c.gan_kind
         self.wavelet = WaveletContentLoss(wavelet=c.wavelet, levels=c.levels, bands=c.bands, level_weights=c.level_weights,
                                           ll_weight=c.ll_weight, normalize=c.wavelet_normalize,
@@ -378,6 +413,14 @@ class HQGLoss(nn.Module):
         self.guide_scale = None if c.guide_scale is None else torch.as_tensor(c.guide_scale, dtype=torch.float32)
 
     def extra_repr(self): return ", ".join(f"lambda_{k}={w}" for k, w in self.weights.items())
+
+    def at_step(self, step: int) -> None:
+        "Set the scheduled weights (`loss.schedule`) to their values at training step `step`."
+        for k, pts in self.schedule.items(): self.weights[k] = scheduled_weight(pts, step)
+
+    def peak_weight(self, term: str) -> float:
+        "The largest weight `term` gets in training (its lambda, or its schedule's largest point)."
+        return max(w for _, w in self.schedule[term]) if term in self.schedule else self.weights[term]
 
 # %% ../../nbs/10_model_losses.ipynb #7b4c671b
 @method_of(HQGLoss)

@@ -85,9 +85,9 @@ class HQGStep(Step):
 @method_of(HQGStep)
 def _bind(self: HQGStep, loop: Loop) -> None:
     "Nets on the loop's device (train mode, E_g frozen unless fine-tuned), shared across ranks; Adam for G (+E_g) and D."
-    w = getattr(self.loss, "weights", {})
-    if w.get("guide") and loop.batch_size < 2:
-        raise ValueError(f"loss: lambda_guide={w['guide']} compares each input under two guides of one "
+    guide = self.loss.peak_weight("guide") if hasattr(self.loss, "peak_weight") else getattr(self.loss, "weights", {}).get("guide")
+    if guide and loop.batch_size < 2:
+        raise ValueError(f"loss: lambda_guide={guide} compares each input under two guides of one "
                          f"batch and needs batch_size >= 2, got {loop.batch_size}")
     self.loop, dev = loop, loop.device
     self.net.to(dev); self.loss.to(dev)
@@ -187,7 +187,8 @@ def _critic_fakes(self: HQGStep, x_enh: torch.Tensor) -> torch.Tensor:
 @method_of(HQGStep)
 @torch.no_grad()
 def _begin_guidance(self: HQGStep, batch: dict) -> None:
-    "Style statistics of each HQ partner's whole file (cached), for loss.style_target 'image', lambda_guide or disc_cond."
+    "This step's loss weights (loss.schedule); style statistics of each HQ partner's whole file (cached) when needed."
+    if hasattr(self.loss, "at_step"): self.loss.at_step(self.loop.step)
     want = self.style_from_files() or bool(getattr(self.loss, "weights", {}).get("guide")) or self.disc.cond_dim > 0
     self._style_files = self._x_alt = None
     if not want or "hq_path" not in batch: return
