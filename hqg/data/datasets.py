@@ -18,8 +18,8 @@ from .io import read_image, list_images
 
 # %% auto #0
 __all__ = ['LAYOUTS', 'find_layout', 'image_list', 'match_masks', 'load_mask', 'random_view', 'seeded_generator', 'ViewConfig',
-           'add_veil', 'UnpairedDataset', 'EpochSampler', 'collate_same_size', 'make_loader', 'set_loader_epoch',
-           'PairedTestSet']
+           'check_veil', 'add_veil', 'UnpairedDataset', 'EpochSampler', 'collate_same_size', 'make_loader',
+           'set_loader_epoch', 'PairedTestSet']
 
 # %% ../../nbs/03_data_datasets.ipynb #bb0b2658
 LAYOUTS = ("hqg: root/lq (LQ) + root/hq (HQ) [+ root/masks]; split 'test': root/test/lq + root/test/hq [+ root/test/masks] (paired evaluation: PairedTestSet reads root/test/lq + root/test/gt)",
@@ -176,6 +176,10 @@ class ViewConfig(Settings):
         super().__post_init__()
         if not self.lq_veil < 1: raise ValueError(f"data.lq_veil: expected a strength in [0, 1), got {self.lq_veil!r}")
 
+def check_veil(strength: float) -> None:
+    "ValueError unless 0 <= strength < 1 (checked without drawing random numbers)."
+    if not 0 <= strength < 1: raise ValueError(f"lq_veil: expected a strength in [0, 1), got {strength!r}")
+
 def add_veil(x: torch.Tensor, # (C,H,W) image in [0,1]
              strength: float, # t is drawn from [1 - strength, 1]; 0 <= strength < 1
              g: torch.Generator | None = None, # RNG of the draws
@@ -183,7 +187,7 @@ def add_veil(x: torch.Tensor, # (C,H,W) image in [0,1]
              tint_min: float = 0.6, # each channel's tint is drawn from [tint_min, 1], then scaled to a maximum of 1
             ) -> torch.Tensor:
     "A random veil over an image (the scattering model x t + a tint (1 - t) of haze and stray light), in [0,1]."
-    if not 0 <= strength < 1: raise ValueError(f"lq_veil: expected a strength in [0, 1), got {strength!r}")
+    check_veil(strength)
     u = torch.rand(2 + x.shape[0], generator=g)
     t = 1 - strength * u[0]
     a = airlight[0] + (airlight[1] - airlight[0]) * u[1]
@@ -211,7 +215,7 @@ class UnpairedDataset(Dataset):
             raise ValueError(f"scale: expected (a, b) with 1 <= a <= b (views never shrink below size), got {v.scale!r}")
         self.root, self.size, self.channels, self.split, self.seed = Path(root), size, channels, split, int(seed)
         self.augment = (split == "train") if augment is None else bool(augment)
-        add_veil(torch.zeros(1, 1, 1), v.lq_veil)  # checks the strength now
+        check_veil(v.lq_veil)
         self.view_kw = {k: val for k, val in asdict(v).items() if k != "lq_veil"}  # random_view's settings
         dirs = find_layout(root, split)
         self.layout = dirs["layout"]
