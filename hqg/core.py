@@ -16,7 +16,8 @@ import torch.nn.functional as F
 # %% auto #0
 __all__ = ['LUMA_WEIGHTS', 'check_image', 'as_batch', 'unbatch', 'convert_channels', 'to_signed', 'from_signed',
            'pad_to_multiple', 'crop_to', 'seed_everything', 'get_device', 'in_test', 'repo_file', 'setting',
-           'type_name', 'check_value', 'Settings', 'merged_settings', 'method_of', 'fmt_mean_std']
+           'type_name', 'check_value', 'Settings', 'merged_settings', 'method_of', 'fmt_mean_std', 'check_points',
+           'scheduled_value']
 
 # %% ../nbs/00_core.ipynb #dc6f36d3
 def check_image(x: torch.Tensor, # image tensor to check
@@ -225,3 +226,22 @@ def fmt_mean_std(mu: float | None, # the mean (None or NaN: missing)
     "'mu ± sd' with `digits` decimals for tables (hqg's one number formatter)."
     if mu is None or math.isnan(mu): return missing
     return f"{mu:.{digits}f}" + (f" ± {sd:.{digits}f}" if sd is not None and not math.isnan(sd) else "")
+
+# %% ../nbs/00_core.ipynb #86771024
+def check_points(points, name: str) -> tuple[tuple[int, float], ...]:
+    "[[step, value], ...] with steps >= 0 increasing and values >= 0, as a tuple; else a ValueError naming `name`."
+    ok = isinstance(points, (list, tuple)) and len(points) > 0 and all(
+        isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[0], int) and not isinstance(p[0], bool) and p[0] >= 0
+        and isinstance(p[1], (int, float)) and not isinstance(p[1], bool) and p[1] >= 0 for p in points)
+    if not ok or any(a[0] >= b[0] for a, b in zip(points, points[1:])):
+        raise ValueError(f"{name}: expected a list of [step, weight] pairs (steps >= 0 increasing, weights >= 0), got {points!r}")
+    return tuple((int(s), float(v)) for s, v in points)
+
+def scheduled_value(points: Sequence[tuple[int, float]], # [step, value] points, steps increasing
+                    step: int, # the training step
+                   ) -> float:
+    "The value at `step`: linear between the points, the first point's value before it, the last one's after it."
+    if step <= points[0][0]: return points[0][1]
+    for (s0, w0), (s1, w1) in zip(points, points[1:]):
+        if step < s1: return w0 + (w1 - w0) * (step - s0) / (s1 - s0)
+    return points[-1][1]

@@ -106,6 +106,7 @@ def guide_following_loss(x_a: torch.Tensor, # (B,C,H,W) G(y, z_a)
                          ref_b: torch.Tensor, # (B, 2C+1) style statistics of z_b (constant)
                          scale: torch.Tensor | None = None, # (2C+1,) `style_scale` of the HQ set; None: 1
                          fov: torch.Tensor | None = None, # (B|1,1,H,W) FOV of the inputs; None: dark_fov(x_a)
+                         detach_a: bool = False, # True: only x_b is moved (x_a's statistics are a constant)
                         ) -> torch.Tensor:
     "Relative style term (scalar): output statistic differences vs guide statistic differences, per-statistic scaled."
     check_image(x_a, name="x_a", ndim=4)
@@ -114,7 +115,8 @@ def guide_following_loss(x_a: torch.Tensor, # (B,C,H,W) G(y, z_a)
     for name, r in (("ref_a", ref_a), ("ref_b", ref_b)):
         if r.shape != (x_a.shape[0], n): raise ValueError(f"{name}: expected ({x_a.shape[0]}, {n}), got {tuple(r.shape)}")
     m = dark_fov(x_a) if fov is None else fov
-    d_out = style_coordinates(style_statistics(x_a, m)) - style_coordinates(style_statistics(x_b, m))
+    s_a = style_coordinates(style_statistics(x_a, m))
+    d_out = (s_a.detach() if detach_a else s_a) - style_coordinates(style_statistics(x_b, m))
     d_ref = (style_coordinates(ref_a.to(d_out)) - style_coordinates(ref_b.to(d_out))).detach()
     sc = torch.ones(n, device=d_out.device, dtype=d_out.dtype) if scale is None else scale.to(d_out)
     if sc.shape != (n,): raise ValueError(f"scale: expected ({n},), got {tuple(sc.shape)}")

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import kornia
-from ..core import check_image, convert_channels, pad_to_multiple, method_of, setting, Settings
+from ..core import check_image, convert_channels, pad_to_multiple, method_of, setting, Settings, check_points, scheduled_value
 from .wavelets import wavedec2
 from .gan import *  # re-exported: hqg.model.losses.gan_loss_d etc. keep working
 from .guide import *  # re-exported: hqg.model.losses.style_statistics etc.
@@ -23,8 +23,7 @@ from .guide import *  # re-exported: hqg.model.losses.style_statistics etc.
 __all__ = ['WAVELET_BANDS', 'FEATURE_DISTANCES', 'TERM_NAMES', 'wavelet_content_loss', 'WaveletContentLoss', 'frozen_params',
            'instance_normalize', 'feature_loss', 'multi_encoder_feature_loss', 'FeatureLoss', 'MultiEncoderFeatureLoss',
            'load_feature_encoder', 'structure_loss', 'StructureLoss', 'illumination_loss', 'IlluminationLoss',
-           'dice_loss', 'seg_loss', 'DiceLoss', 'SegLoss', 'check_schedule', 'scheduled_weight', 'LossConfig',
-           'HQGLoss']
+           'dice_loss', 'seg_loss', 'DiceLoss', 'SegLoss', 'check_schedule', 'LossConfig', 'HQGLoss']
 
 # %% ../../nbs/10_model_losses.ipynb #a4049d34
 WAVELET_BANDS = ("lh", "hl", "hh")   # order of the detail tuple returned by `hqg.model.wavelets.wavedec2`
@@ -321,29 +320,11 @@ def _check_weights(weights: dict):
 # %% ../../nbs/10_model_losses.ipynb #bbbb3d8e
 def check_schedule(schedule, # {term: [[step, weight], ...]} (a term of TERM_NAMES)
                   ) -> dict[str, tuple[tuple[int, float], ...]]:
-    "The checked `loss.schedule`: per term, its [step, weight] points (steps >= 0 increasing, weights >= 0)."
+    "The checked `loss.schedule`: per term, its [step, weight] points (`hqg.core.check_points`)."
     if not isinstance(schedule, dict): raise ValueError(f"loss.schedule: expected a mapping of terms, got {schedule!r}")
-    out = {}
-    for k, pts in schedule.items():
+    for k in schedule:
         if k not in TERM_NAMES: raise ValueError(f"loss.schedule: unknown term {k!r}; expected some of {', '.join(TERM_NAMES)}")
-        ok = isinstance(pts, (list, tuple)) and len(pts) > 0 and all(
-            isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[0], int) and not isinstance(p[0], bool)
-            and p[0] >= 0 and isinstance(p[1], (int, float)) and not isinstance(p[1], bool) and p[1] >= 0 for p in pts)
-        if not ok or any(a[0] >= b[0] for a, b in zip(pts, pts[1:])):
-            raise ValueError(f"loss.schedule.{k}: expected a list of [step, weight] pairs (steps >= 0 increasing, "
-                             f"weights >= 0), got {pts!r}")
-        out[k] = tuple((int(s), float(w)) for s, w in pts)
-    return out
-
-def scheduled_weight(points: Sequence[tuple[int, float]], # [step, weight] points, steps increasing
-                     step: int, # the training step
-                    ) -> float:
-    "The weight at `step`: linear between the points, the first point's weight before it, the last one's after it."
-    if step <= points[0][0]: return points[0][1]
-    for (s0, w0), (s1, w1) in zip(points, points[1:]):
-        if step < s1: return w0 + (w1 - w0) * (step - s0) / (s1 - s0)
-    return points[-1][1]
-
+    return {k: check_points(pts, f"loss.schedule.{k}") for k, pts in schedule.items()}
 
 # %% ../../nbs/10_model_losses.ipynb #46a49105
 @dataclass(frozen=True)
@@ -380,11 +361,10 @@ class LossConfig(Settings):
     style_target: str = setting("crop", choices=("crop", "image")) # style term's target: the guide crop, or its whole HQ image
     lambda_guide: float = setting(0.0, min=0.0) # relative style term: x̂ under two guides follows the guides' style difference
     guide_scale: tuple[float, ...] | None = setting(None, min=0.0) # sigma_k of that term (None: from the training HQ files)
+    guide_detach: bool = setting(False) # relative term: move only the output under the second guide (x̂ under z is a constant)
     schedule: dict[str, Any] = setting({}) # {term: [[step, weight], ...]}: a term's weight over training (replaces its lambda)
 
-    def __post_init__(self):
-        super().__post_init__()
-        check_schedule(self.schedule)
+    def __post_init__(self): super().__post_init__(); check_schedule(self.schedule)
 
 # %% ../../nbs/10_model_losses.ipynb #06c84d31
 class HQGLoss(nn.Module):
@@ -416,7 +396,7 @@ class HQGLoss(nn.Module):
 
     def at_step(self, step: int) -> None:
         "Set the scheduled weights (`loss.schedule`) to their values at training step `step`."
-        for k, pts in self.schedule.items(): self.weights[k] = scheduled_weight(pts, step)
+        for k, pts in self.schedule.items(): self.weights[k] = scheduled_value(pts, step)
 
     def peak_weight(self, term: str) -> float:
         "The largest weight `term` gets in training (its lambda, or its schedule's largest point)."
@@ -454,7 +434,8 @@ def _forward(self: HQGLoss, x_lq: torch.Tensor, # (B,C,H,W) LQ input y
     if lam["style"]: _need("style", lam["style"], x_hq=x_hq); v["style"] = self.style(x_enh, x_hq, dark_fov(x_lq), ref_stats=style_ref)
     if lam["guide"]:
         _need("guide", lam["guide"], x_alt=x_alt, style_files=style_files, style_files_alt=style_files_alt)
-        v["guide"] = guide_following_loss(x_enh, x_alt, style_files, style_files_alt, self.guide_scale, dark_fov(x_lq))
+        v["guide"] = guide_following_loss(x_enh, x_alt, style_files, style_files_alt, self.guide_scale, dark_fov(x_lq),
+                                          detach_a=self.cfg.guide_detach)
     if lam["seg"]: _need("seg", lam["seg"], seg_logits=seg_logits, mask=mask); v["seg"] = self.seg(seg_logits, mask)
     total = sum((lam[k] * t for k, t in v.items()), x_enh.new_zeros(()))
     terms = {k: v[k].detach().float() if k in v else torch.zeros((), device=x_enh.device) for k in TERM_NAMES}
