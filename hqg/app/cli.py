@@ -177,6 +177,7 @@ def _cmd_enhance(a):
     from hqg.model.networks import HQGNet
     import resource
     net = HQGNet.from_checkpoint(a.checkpoint or default_checkpoint())
+    if a.tile is not None: net.tile = a.tile or None  # checked: "tile: expected ..."; 0 = the whole image
     scale = a.scale if a.scale in ("auto", "none") else _scale_factor(a.scale)
     t0 = time.perf_counter()
     written, failed = enhance_files(net, a.input, a.output, guidance=a.guidance, temperature=a.temperature,
@@ -233,6 +234,9 @@ def _args_enhance(sub) -> None:
     e.add_argument("--scale", default="auto", metavar="{auto,none,F}",
                    help="auto: images whose short side is over 1.5x the training images' are enhanced at the training "
                         "scale and the correction applied at full size; none: native resolution; F in (0, 1]: a factor")
+    e.add_argument("--tile", type=int, default=None, metavar="T",
+                   help="enhance in overlapping TxT windows, blended (more colour fidelity, less guide following: see "
+                        "nbs/08_model_networks); 0: the whole image; default: the model's setting (the whole image)")
     e.add_argument("--device", default="auto")
     e.add_argument("--uncertainty", type=int, nargs="?", const=8, default=0, metavar="N",
                    help="also write NAME_uncertainty.tif (float32): per-pixel std of N variational samples (default 8)")

@@ -5,6 +5,7 @@
 # %% ../../nbs/07a_model_blocks.ipynb #3af446e4
 from __future__ import annotations
 import math
+from typing import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -12,9 +13,9 @@ from ..core import check_image, to_signed, pad_to_multiple, crop_to
 from .vnm import AdaLIN
 
 # %% auto #0
-__all__ = ['STEMS', 'stage_widths', 'pad_input', 'stem_stride', 'fold', 'ResBlock', 'GuidanceEncoder', 'GuidanceDecoder',
-           'GuidanceAutoencoder', 'freeze', 'unfreeze', 'pretrain_guidance_encoder', 'Discriminator', 'Segmenter',
-           'count_params', 'estimate_macs']
+__all__ = ['STEMS', 'stage_widths', 'pad_input', 'stem_stride', 'fold', 'window_starts', 'tiled_apply', 'ResBlock',
+           'GuidanceEncoder', 'GuidanceDecoder', 'GuidanceAutoencoder', 'freeze', 'unfreeze',
+           'pretrain_guidance_encoder', 'Discriminator', 'Segmenter', 'count_params', 'estimate_macs']
 
 # %% ../../nbs/07a_model_blocks.ipynb #8cf6d8a9
 def _norm(kind: str, c: int) -> nn.Module:
@@ -63,6 +64,37 @@ def fold(x: torch.Tensor, s: int) -> torch.Tensor:
     ph, pw = -x.shape[-2] % s, -x.shape[-1] % s
     if ph or pw: x = F.pad(x, (0, pw, 0, ph), mode="replicate")
     return F.pixel_unshuffle(x, s)
+
+# %% ../../nbs/07a_model_blocks.ipynb #b2d8f1e3
+def window_starts(n: int, # image side
+                  tile: int, # window side
+                 ) -> list[int]:
+    "Offsets of windows of side `tile`, stride tile // 2, covering 0..n; the last one ends at n ([0] when n <= tile)."
+    if n <= tile: return [0]
+    s = list(range(0, n - tile + 1, tile // 2))
+    return s if s[-1] == n - tile else s + [n - tile]
+
+def tiled_apply(x: torch.Tensor, # (B,C,H,W)
+                fn: Callable[[torch.Tensor], torch.Tensor], # (B,C,h,w) -> (B,C',h,w)
+                tile: int, # window side (>= 2); sides <= tile are one window
+               ) -> torch.Tensor: # (B,C',H,W)
+    "`fn` over overlapping `tile`-sized windows of `x`, blended with separable Hann weights."
+    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 2:
+        raise ValueError(f"tile: expected an int >= 2, got {tile!r}")
+    H, W = x.shape[-2:]
+    ys, xs = window_starts(H, tile), window_starts(W, tile)
+    if len(ys) == len(xs) == 1: return fn(x)
+    th, tw = min(H, tile), min(W, tile)
+    hann = lambda n: torch.hann_window(n + 2, periodic=False, dtype=x.dtype, device=x.device)[1:-1]  # > 0 everywhere
+    w = hann(th)[:, None] * hann(tw)[None]
+    out, acc = None, x.new_zeros(H, W)
+    for i in ys:
+        for j in xs:
+            y = fn(x[..., i:i + th, j:j + tw])
+            if out is None: out = y.new_zeros(*y.shape[:2], H, W)
+            out[..., i:i + th, j:j + tw] += y * w
+            acc[i:i + th, j:j + tw] += w
+    return out / acc
 
 # %% ../../nbs/07a_model_blocks.ipynb #391e086d
 class ResBlock(nn.Module):

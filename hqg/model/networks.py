@@ -117,13 +117,14 @@ class HQGNet(nn.Module):
                  fov: str = "none", # enhance's default: "auto" = black outside the estimated field of view, or "none"
                  guide_tile: int | None = None, # guidance codes at the training scale: mean over windows of this side
                  train_side: int | None = None, # short side of the training images as the model saw them (enhance's scale="auto")
+                 tile: int | None = None, # enhance's default windows: None = the whole image, or their side (see `tile`)
                  **overrides, # any key of ARCHITECTURES[size], e.g. gen_base=8
                 ):
         super().__init__()
         if in_channels not in (1, 3): raise ValueError(f"in_channels: expected 1 or 3, got {in_channels}")
         self.model_config = dict(in_channels=in_channels, size=size, variant=variant, with_seg=with_seg,
                                  freeze_guidance=freeze_guidance, **overrides)
-        self.fov = fov  # checked; kept in model_config when it is not "none"
+        self.fov, self.tile = fov, tile  # checked; kept in model_config when not the default
         _store_sides(self.model_config, guide_tile, train_side)
         c = self.cfg = resolve_config(size, variant, **overrides)
         self.in_channels, self.freeze_guidance = in_channels, freeze_guidance
@@ -145,6 +146,17 @@ class HQGNet(nn.Module):
             raise ValueError(f"fov: expected one of {list(FOV_MODES)}, got {mode!r}")
         self.model_config.pop("fov", None)
         if mode != "none": self.model_config["fov"] = mode
+
+# %% ../../nbs/08_model_networks.ipynb #d4f0b3a5
+def _get_tile(self: HQGNet) -> int | None: return self.model_config.get("tile")
+
+def _set_tile(self: HQGNet, side: int | None):
+    if side is not None and (isinstance(side, bool) or not isinstance(side, int) or side < 8):
+        raise ValueError(f"tile: expected None (the whole image) or a window side >= 8, got {side!r}")
+    self.model_config.pop("tile", None)
+    if side is not None: self.model_config["tile"] = side  # kept only when set (older checkpoints lack it)
+
+HQGNet.tile = property(_get_tile, _set_tile, doc="`enhance`'s default windows: None (the whole image) or their side.")
 
 # %% ../../nbs/08_model_networks.ipynb #0f6588a9
 def _property_of(cls):
@@ -309,6 +321,7 @@ def _enhance(self: HQGNet, x_lq: torch.Tensor, # (B,C,H,W) or (C,H,W) LQ image(s
             generator: torch.Generator | None = None, # RNG for temperature > 0
             fov=None, # outside the field of view: None = the model's `fov`; "auto", "none"/False, or a mask
             scale="auto", # "auto": large images at the training scale (see below); "none": native; or a factor
+            tile="auto", # windows: "auto" = the model's `tile`; None = the whole image; or a side (see below)
            ) -> torch.Tensor: # enhanced image(s), same shape (and device) as x_lq, in [0,1]
     "Enhance LQ image(s) with guidance images, a guidance code, or the default guidance (eval mode, no grad)."
     x, added = self.lq_batch(x_lq)
@@ -318,6 +331,11 @@ def _enhance(self: HQGNet, x_lq: torch.Tensor, # (B,C,H,W) or (C,H,W) LQ image(s
     v_z = self.resolve_code(guidance, code, x.shape[0])
     was = self.training; self.eval()
     run = lambda t: self.gen(t, v_z, temperature, generator).x_enh
+    side = self.tile if isinstance(tile, str) and tile == "auto" else tile
+    if side is not None:
+        if isinstance(side, (str, bool)) or not isinstance(side, int) or side < 8:
+            raise ValueError(f"tile: expected 'auto', None or a window side >= 8, got {side!r}")
+        whole, run = run, lambda t: tiled_apply(t, whole, side)
     try: x_enh = run(x.to(self.device)) if f == 1.0 else _scaled(self, x.to(self.device), f, run)
     finally: self.train(was)
     x_enh = x_enh.to(x_lq.device)
