@@ -1,7 +1,7 @@
 """Enhancing in windows (`HQGNet.enhance(tile=...)`, `hqg enhance --tile`) on the shipped model.
 
 The trade measured in `nbs/08_model_networks.ipynb` ("Enhancing in windows") on `data_samples/fundus/val`: 64-px
-windows raise the PSNR inside the field of view (24.01 -> 24.80 dB) and lower the SSIM (0.8055 -> 0.7803).
+windows raise the PSNR inside the field of view (24.66 -> 25.27 dB) and lower the SSIM (0.7974 -> 0.7770).
 """
 from pathlib import Path
 
@@ -39,8 +39,8 @@ def _scores(net, tile) -> tuple[float, float]:
 
 def test_windows_trade_ssim_for_psnr_on_val(net):
     (p_whole, s_whole), (p_win, s_win) = _scores(net, None), _scores(net, 64)
-    assert 23.5 < p_whole < 24.5 and p_win > p_whole + 0.4, (p_whole, p_win)   # measured 24.01 -> 24.80
-    assert s_win < s_whole - 0.01, (s_whole, s_win)                            # measured 0.8055 -> 0.7803
+    assert 24.2 < p_whole < 25.1 and p_win > p_whole + 0.3, (p_whole, p_win)   # measured 24.66 -> 25.27
+    assert s_win < s_whole - 0.01, (s_whole, s_win)                            # measured 0.7974 -> 0.7770
 
 
 def test_cli_tile_matches_the_api_and_checks_its_value(net, tmp_path, capsys):

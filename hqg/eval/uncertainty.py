@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from ..core import check_image, as_batch, unbatch, convert_channels
 from ..model.networks import HQGNet
 from ..model.generator import Generator
-from ..model.blocks import pad_input
+from ..model.blocks import pad_input, fill_outside
 
 # %% auto #0
 __all__ = ['sample_seed', 'sample_generator', 'Samples', 'enhance_samples', 'local_contrast', 'uncertainty_map',
@@ -72,11 +72,11 @@ def enhance_samples(model: HQGNet, # the model (its `gen`, `enc_hq` and default 
     gen, was = model.gen, model.training
     noise_free = gen.vnm is None or gen.vnm.deterministic or temperature == 0
     model.eval()
+    m = model.fov_mask(x)  # the model's field-of-view default, as in `enhance` (None: nothing masked)
     try:
-        xp, size = pad_input(x.to(model.device), gen.multiple)
+        xp, size = pad_input((x if m is None else fill_outside(x, m)).to(model.device), gen.multiple)
         samples = _decode_samples(gen, xp, size, v_z, n, temperature, seed, chunk, fast, noise_free)
     finally: model.train(was)
-    m = model.fov_mask(x)  # the model's field-of-view default, as in `enhance` (None: nothing masked)
     if m is not None: samples = samples * m.to(samples.device, samples.dtype)
     samples = samples.to(x_lq.device)
     mean = samples.mean(0)

@@ -336,7 +336,8 @@ def _enhance(self: HQGNet, x_lq: torch.Tensor, # (B,C,H,W) or (C,H,W) LQ image(s
         if isinstance(side, (str, bool)) or not isinstance(side, int) or side < 8:
             raise ValueError(f"tile: expected 'auto', None or a window side >= 8, got {side!r}")
         whole, run = run, lambda t: tiled_apply(t, whole, side)
-    try: x_enh = run(x.to(self.device)) if f == 1.0 else _scaled(self, x.to(self.device), f, run)
+    xf = (x if m is None else fill_outside(x, m)).to(self.device)  # the border out of the norms' statistics
+    try: x_enh = run(xf) if f == 1.0 else _scaled(self, xf, f, run)
     finally: self.train(was)
     x_enh = x_enh.to(x_lq.device)
     return unbatch(x_enh if m is None else x_enh.masked_fill(~m.to(x_enh.device), 0.0), added)
