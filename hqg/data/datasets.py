@@ -15,6 +15,7 @@ from torch.utils.data import Dataset, DataLoader, Sampler, default_collate
 from kornia.geometry.transform import get_rotation_matrix2d, warp_affine
 from ..core import check_image, method_of, setting, Settings
 from .io import read_image, list_images
+from .degrade import fill_border
 
 # %% auto #0
 __all__ = ['LAYOUTS', 'find_layout', 'image_list', 'match_masks', 'load_mask', 'random_view', 'seeded_generator', 'ViewConfig',
@@ -171,6 +172,7 @@ class ViewConfig(Settings):
     degrees: float = setting(0.0, min=0.0) # small random rotation (0: off)
     translate: float = setting(0.0, min=0.0) # small random shift, fraction of the side (0: off)
     lq_veil: float = setting(0.0, min=0.0) # LQ views only: a random veil x*t + a*tint*(1-t), t in [1 - lq_veil, 1] (0: off; `add_veil`)
+    lq_fill: bool = setting(False) # LQ images only: outside a whole-field view's FOV set to its mean colour (`fill_border`), as `enhance` does
 
     def __post_init__(self):
         super().__post_init__()
@@ -216,7 +218,7 @@ class UnpairedDataset(Dataset):
         self.root, self.size, self.channels, self.split, self.seed = Path(root), size, channels, split, int(seed)
         self.augment = (split == "train") if augment is None else bool(augment)
         check_veil(v.lq_veil)
-        self.view_kw = {k: val for k, val in asdict(v).items() if k != "lq_veil"}  # random_view's settings
+        self.view_kw = {k: val for k, val in asdict(v).items() if k not in ("lq_veil", "lq_fill")}  # random_view's settings
         dirs = find_layout(root, split)
         self.layout = dirs["layout"]
         self.lq_paths, self.hq_paths = image_list(dirs["lq"], "LQ"), image_list(dirs["hq"], "HQ")
@@ -254,6 +256,7 @@ def _getitem(self: UnpairedDataset, i: int) -> dict:
     i %= n
     lq_path, hq_path = self.lq_paths[i], self.hq_paths[self.pairing()[i]]
     x_lq = read_image(lq_path, channels=self.channels)
+    if self.views.lq_fill: x_lq = fill_border(x_lq)
     mask_path = self.mask_paths.get(i)
     mask = load_mask(mask_path, lq_path, tuple(x_lq.shape)) if mask_path is not None else None
     g_lq = seeded_generator(self.seed, self.epoch, 1, i) if self.augment else None

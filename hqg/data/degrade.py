@@ -14,9 +14,9 @@ from ..core import check_image, as_batch, unbatch, convert_channels
 from .synth import *  # re-exported: hqg.data.degrade.synth_vessels etc. keep working
 
 # %% auto #0
-__all__ = ['FOV_BORDER', 'DEGRADATIONS', 'RECIPES', 'fov_mask', 'illumination_field', 'uneven_illumination', 'adjust_gamma',
-           'reduce_contrast', 'disc_kernel', 'defocus_blur', 'haze', 'gaussian_noise', 'poisson_noise', 'jpeg',
-           'estimate_fov', 'degrade', 'replay']
+__all__ = ['FOV_BORDER', 'FILL_COVER', 'DEGRADATIONS', 'RECIPES', 'fov_mask', 'illumination_field', 'uneven_illumination',
+           'adjust_gamma', 'reduce_contrast', 'disc_kernel', 'defocus_blur', 'haze', 'gaussian_noise', 'poisson_noise',
+           'jpeg', 'estimate_fov', 'fill_outside', 'fill_border', 'degrade', 'replay']
 
 # %% ../../nbs/02_data_degrade.ipynb #46617c05
 _NOISE_SALT = 0x9E3779B97F4A7C15                       # decorrelates the noise stream from the value stream
@@ -292,6 +292,26 @@ def estimate_fov(x: torch.Tensor, # (C,H,W) or (B,C,H,W) in [0,1]
     grey = (med.amax(1) - b <= c["agree"] * d + 1 / 255) & (d >= c["snr"] * s) & (bg >= c["stable"] * bg_hi)
     border = (black | grey) & (bg <= 1 - c["min_cover"])
     return unbatch((m if fill else m_open) | ~col(border), added)
+
+# %% ../../nbs/02_data_degrade.ipynb #e6f2a8b9
+def fill_outside(x: torch.Tensor, # (B,C,H,W)
+                 mask: torch.Tensor, # bool (B|1,1,H,W), True inside
+                ) -> torch.Tensor:
+    "`x` with the pixels outside `mask` set to the mean colour inside it (per image and channel; 0 where nothing is inside)."
+    m = mask.to(x.device).expand(x.shape[0], 1, *x.shape[-2:])
+    mean = (x * m).sum((2, 3), keepdim=True) / m.sum((2, 3), keepdim=True).clamp_min(1)
+    return torch.where(m, x, mean)
+
+FILL_COVER = 0.95  # fill_border leaves an image alone when its estimated field of view covers at least this share
+
+def fill_border(x: torch.Tensor, # (C,H,W) or (B,C,H,W) in [0,1]
+               ) -> torch.Tensor:
+    "RGB whole-field views: outside the estimated field of view set to its mean colour (crops and gray images: x)."
+    xb, added = as_batch(x)
+    if xb.shape[1] != 3: return x
+    m = estimate_fov(xb)
+    m = m | (m.float().mean((1, 2, 3), keepdim=True) >= FILL_COVER)
+    return unbatch(fill_outside(xb, m), added)
 
 # %% ../../nbs/02_data_degrade.ipynb #3d0601f5
 DEGRADATIONS: dict[str, Callable] = dict(

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from ..core import check_image, as_batch, unbatch, convert_channels
 from ..model.networks import HQGNet
 from ..model.generator import Generator
-from ..model.blocks import pad_input, fill_outside
+from ..model.blocks import pad_input
+from ..data.degrade import fill_outside
 
 # %% auto #0
 __all__ = ['sample_seed', 'sample_generator', 'Samples', 'enhance_samples', 'local_contrast', 'uncertainty_map',

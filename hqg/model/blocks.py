@@ -13,8 +13,8 @@ from ..core import check_image, to_signed, pad_to_multiple, crop_to
 from .vnm import AdaLIN
 
 # %% auto #0
-__all__ = ['STEMS', 'stage_widths', 'pad_input', 'stem_stride', 'fold', 'window_starts', 'tiled_apply', 'fill_outside',
-           'ResBlock', 'GuidanceEncoder', 'GuidanceDecoder', 'GuidanceAutoencoder', 'freeze', 'unfreeze',
+__all__ = ['STEMS', 'stage_widths', 'pad_input', 'stem_stride', 'fold', 'window_starts', 'tiled_apply', 'ResBlock',
+           'GuidanceEncoder', 'GuidanceDecoder', 'GuidanceAutoencoder', 'freeze', 'unfreeze',
            'pretrain_guidance_encoder', 'Discriminator', 'Segmenter', 'count_params', 'estimate_macs']
 
 # %% ../../nbs/07a_model_blocks.ipynb #8cf6d8a9
@@ -95,15 +95,6 @@ def tiled_apply(x: torch.Tensor, # (B,C,H,W)
             out[..., i:i + th, j:j + tw] += y * w
             acc[i:i + th, j:j + tw] += w
     return out / acc
-
-# %% ../../nbs/07a_model_blocks.ipynb #e6f2a8b9
-def fill_outside(x: torch.Tensor, # (B,C,H,W)
-                 mask: torch.Tensor, # bool (B|1,1,H,W), True inside
-                ) -> torch.Tensor:
-    "`x` with the pixels outside `mask` set to the mean colour inside it (per image and channel; 0 where nothing is inside)."
-    m = mask.to(x.device).expand(x.shape[0], 1, *x.shape[-2:])
-    mean = (x * m).sum((2, 3), keepdim=True) / m.sum((2, 3), keepdim=True).clamp_min(1)
-    return torch.where(m, x, mean)
 
 # %% ../../nbs/07a_model_blocks.ipynb #391e086d
 class ResBlock(nn.Module):

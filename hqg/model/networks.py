@@ -16,7 +16,7 @@ from ..data.io import atomic_write
 from ..core import check_image, as_batch, unbatch, method_of, setting, Settings, check_value
 from .blocks import *  # re-exported: hqg.model.networks.GuidanceEncoder etc. keep working
 from .generator import *  # re-exported: hqg.model.networks.Generator etc.
-from ..data.degrade import estimate_fov, fov_mask
+from ..data.degrade import estimate_fov, fov_mask, fill_outside
 
 # %% auto #0
 __all__ = ['ARCHITECTURES', 'PAPER_0_2', 'VARIANTS', 'RELEASED_PARAMS', 'FOV_MODES', 'FOV_COVER', 'AUTO_SCALE_ABOVE',
