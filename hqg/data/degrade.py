@@ -14,9 +14,9 @@ from ..core import check_image, as_batch, unbatch, convert_channels
 from .synth import *  # re-exported: hqg.data.degrade.synth_vessels etc. keep working
 
 # %% auto #0
-__all__ = ['FOV_BORDER', 'FILL_COVER', 'DEGRADATIONS', 'RECIPES', 'fov_mask', 'illumination_field', 'uneven_illumination',
+__all__ = ['FOV_BORDER', 'FOV_COVER', 'DEGRADATIONS', 'RECIPES', 'fov_mask', 'illumination_field', 'uneven_illumination',
            'adjust_gamma', 'reduce_contrast', 'disc_kernel', 'defocus_blur', 'haze', 'gaussian_noise', 'poisson_noise',
-           'jpeg', 'estimate_fov', 'fill_outside', 'fill_border', 'degrade', 'replay']
+           'jpeg', 'estimate_fov', 'fill_outside', 'auto_fov', 'fill_border', 'degrade', 'replay']
 
 # %% ../../nbs/02_data_degrade.ipynb #46617c05
 _NOISE_SALT = 0x9E3779B97F4A7C15                       # decorrelates the noise stream from the value stream
@@ -302,16 +302,20 @@ def fill_outside(x: torch.Tensor, # (B,C,H,W)
     mean = (x * m).sum((2, 3), keepdim=True) / m.sum((2, 3), keepdim=True).clamp_min(1)
     return torch.where(m, x, mean)
 
-FILL_COVER = 0.95  # fill_border leaves an image alone when its estimated field of view covers at least this share
+FOV_COVER = 0.95  # an image whose estimated field of view covers at least this share of the frame is a crop (no border)
+
+def auto_fov(x: torch.Tensor, # (B,C,H,W) in [0,1]
+            ) -> torch.Tensor: # bool (B,1,H,W)
+    "`estimate_fov`, but all True for crops (field of view >= FOV_COVER of the frame): the mask fov='auto' applies."
+    m = estimate_fov(x)
+    return m | (m.float().mean((1, 2, 3), keepdim=True) >= FOV_COVER)
 
 def fill_border(x: torch.Tensor, # (C,H,W) or (B,C,H,W) in [0,1]
                ) -> torch.Tensor:
     "RGB whole-field views: outside the estimated field of view set to its mean colour (crops and gray images: x)."
     xb, added = as_batch(x)
     if xb.shape[1] != 3: return x
-    m = estimate_fov(xb)
-    m = m | (m.float().mean((1, 2, 3), keepdim=True) >= FILL_COVER)
-    return unbatch(fill_outside(xb, m), added)
+    return unbatch(fill_outside(xb, auto_fov(xb)), added)
 
 # %% ../../nbs/02_data_degrade.ipynb #3d0601f5
 DEGRADATIONS: dict[str, Callable] = dict(

@@ -16,12 +16,12 @@ from ..data.io import atomic_write
 from ..core import check_image, as_batch, unbatch, method_of, setting, Settings, check_value
 from .blocks import *  # re-exported: hqg.model.networks.GuidanceEncoder etc. keep working
 from .generator import *  # re-exported: hqg.model.networks.Generator etc.
-from ..data.degrade import estimate_fov, fov_mask, fill_outside
+from ..data.degrade import estimate_fov, fov_mask, fill_outside, auto_fov, FOV_COVER  # estimate_fov, FOV_COVER: re-exported
 
 # %% auto #0
-__all__ = ['ARCHITECTURES', 'PAPER_0_2', 'VARIANTS', 'RELEASED_PARAMS', 'FOV_MODES', 'FOV_COVER', 'AUTO_SCALE_ABOVE',
-           'CKPT_FORMATS', 'make_generator', 'resolve_config', 'ModelConfig', 'HQGNet', 'mean_guidance_code',
-           'encode_tiled', 'newer_version_note', 'model_summary']
+__all__ = ['ARCHITECTURES', 'PAPER_0_2', 'VARIANTS', 'RELEASED_PARAMS', 'FOV_MODES', 'AUTO_SCALE_ABOVE', 'CKPT_FORMATS',
+           'make_generator', 'resolve_config', 'ModelConfig', 'HQGNet', 'mean_guidance_code', 'encode_tiled',
+           'newer_version_note', 'model_summary']
 
 # %% ../../nbs/08_model_networks.ipynb #cbf92453
 ARCHITECTURES = {
@@ -150,9 +150,14 @@ class HQGNet(nn.Module):
 # %% ../../nbs/08_model_networks.ipynb #d4f0b3a5
 def _get_tile(self: HQGNet) -> int | None: return self.model_config.get("tile")
 
+def _check_tile(side, expected: str = "None (the whole image) or a window side >= 8"):
+    "`side` if it is None or an int >= 8; else a ValueError naming `tile` and what was `expected`."
+    if side is not None and (isinstance(side, (str, bool)) or not isinstance(side, int) or side < 8):
+        raise ValueError(f"tile: expected {expected}, got {side!r}")
+    return side
+
 def _set_tile(self: HQGNet, side: int | None):
-    if side is not None and (isinstance(side, bool) or not isinstance(side, int) or side < 8):
-        raise ValueError(f"tile: expected None (the whole image) or a window side >= 8, got {side!r}")
+    _check_tile(side)
     self.model_config.pop("tile", None)
     if side is not None: self.model_config["tile"] = side  # kept only when set (older checkpoints lack it)
 
@@ -237,8 +242,6 @@ def _set_default_guidance(self: HQGNet, images, # (N,C,H,W) / (C,H,W) tensor, or
     return self.default_code.clone()
 
 # %% ../../nbs/08_model_networks.ipynb #fa8ca574
-FOV_COVER = 0.95  # fov="auto" leaves an image alone when its estimated field of view covers at least this share
-
 @method_of(HQGNet)
 def _fov_mask(self: HQGNet, x_lq: torch.Tensor, # (B,C,H,W) or (C,H,W) LQ image(s) in [0,1]
               fov=None, # None: the model's `fov`; "auto", "none" or False, or a mask (H,W), (1,H,W), (B,1,H,W)
@@ -248,9 +251,7 @@ def _fov_mask(self: HQGNet, x_lq: torch.Tensor, # (B,C,H,W) or (C,H,W) LQ image(
     mode = self.fov if fov is None else fov
     if mode is False or (isinstance(mode, str) and mode == "none"): return None
     if isinstance(mode, str) and mode == "auto":
-        if x.shape[1] != 3: return None  # gray images (CCM, ...) have no fundus border
-        m = estimate_fov(x)
-        return m | (m.float().mean((1, 2, 3), keepdim=True) >= FOV_COVER)  # crops: untouched
+        return auto_fov(x) if x.shape[1] == 3 else None  # crops: all True; gray images (CCM, ...) have no fundus border
     if isinstance(mode, torch.Tensor): return fov_mask(mode, x)
     raise ValueError(f"fov: expected None, 'auto', 'none', False or a mask tensor, got {mode!r}")
 
@@ -331,11 +332,8 @@ def _enhance(self: HQGNet, x_lq: torch.Tensor, # (B,C,H,W) or (C,H,W) LQ image(s
     v_z = self.resolve_code(guidance, code, x.shape[0])
     was = self.training; self.eval()
     run = lambda t: self.gen(t, v_z, temperature, generator).x_enh
-    side = self.tile if isinstance(tile, str) and tile == "auto" else tile
-    if side is not None:
-        if isinstance(side, (str, bool)) or not isinstance(side, int) or side < 8:
-            raise ValueError(f"tile: expected 'auto', None or a window side >= 8, got {side!r}")
-        whole, run = run, lambda t: tiled_apply(t, whole, side)
+    side = self.tile if isinstance(tile, str) and tile == "auto" else _check_tile(tile, "'auto', None or a window side >= 8")
+    if side is not None: whole, run = run, lambda t: tiled_apply(t, whole, side)
     xf = (x if m is None else fill_outside(x, m)).to(self.device)  # the border out of the norms' statistics
     try: x_enh = run(xf) if f == 1.0 else _scaled(self, xf, f, run)
     finally: self.train(was)
